@@ -494,6 +494,47 @@ def test_preference_lines_with_exponent_margins_match_their_rows():
         assert assembled == encoded and b"e-05" in assembled
 
 
+def test_preference_lines_match_their_rows_for_any_ratings():
+    """Random rows with ratings of every shape: integers for every candidate (the margins from
+    rating sums), some candidates unrated, floats, bools and text (each pair on its own), none."""
+    import random
+
+    from training.exports.common import ExportOptions as Options, jsonl
+    from training.exports.preference import encoded_preference_lines, preference_rows
+
+    rng = random.Random(3)
+
+    def rating(shape):
+        return {"int": lambda: rng.randint(1, 7), "float": lambda: rng.choice([2.5, 5.00001, 1e-07, 3.0]),
+                "odd": lambda: rng.choice([True, "7", None, 4])}[shape]()
+
+    rows = []
+    for prompt_id in range(1, 200):
+        ids = rng.sample(range(1, 10_000), rng.randint(2, 5))
+        labels = []
+        for label_id in range(rng.randint(1, 4)):
+            order = rng.sample(ids, len(ids))
+            groups = [[order[0]]]
+            for c in order[1:]:
+                groups[-1].append(c) if rng.random() < 0.25 else groups.append([c])
+            shape = rng.choice(["int", "int", "int", "float", "odd", "partial", "none"])
+            rated = [] if shape == "none" else ids[:-1] if shape == "partial" else ids
+            ratings = {str(c): rating("int" if shape == "partial" else shape) for c in rated}
+            labels.append({"id": prompt_id * 10 + label_id, "annotator": f"annotator-{label_id}",
+                           "ranking": groups, "ratings": ratings})
+        used = rng.sample(labels, rng.randint(1, len(labels)))
+        rows.append({"prompt_id": prompt_id, "split": rng.choice(["train", "validation"]),
+                     "messages": [{"role": "user", "content": f"Pick {prompt_id}"}], "documents": [],
+                     "candidates": [{"id": c, "text": f"answer {c}"} for c in ids], "rankings": labels,
+                     "consensus": {"ranking": labels[0]["ranking"], "labels": [r["id"] for r in used]}})
+    for labels in ("consensus", "annotators", "both"):
+        for ties in (False, True):
+            options = Options(labels=labels, ties=ties)
+            assembled = b"".join(encoded_preference_lines(rows, options=options, conversational=False))
+            encoded = b"".join(jsonl(r) for r in preference_rows(rows, options=options, conversational=False))
+            assert assembled == encoded and assembled.count(b"\n") > 300
+
+
 @pytest.mark.parametrize("where", ["row", "write"])
 def test_a_failure_while_streaming_leaves_no_file_and_a_usable_connection(labelled, monkeypatch, where):
     """On PostgreSQL the rows come from one streamed query: a failure half-way (building a row,

@@ -185,19 +185,24 @@ def row_rankings(row: dict, options: ExportOptions) -> Iterator[LabelledRanking]
             yield LabelledRanking("annotator", r["id"], r["annotator"], r["ranking"], [r["ratings"]])
 
 
-def _numeric_ratings(ratings: list[dict]) -> list[dict[int, float]]:
+def numeric_ratings(ratings: list[dict]) -> list[dict[int, float]]:
+    """Ratings keyed by candidate id as int, numbers only: what pair_margin reads."""
     return [{int(k): v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             for r in ratings]
 
 
+def pair_margin(ratings: list[dict[int, float]], chosen: int, rejected: int) -> float | None:
+    """rating_margin on numeric_ratings: computed on ratings keyed by int once per ranking
+    rather than once per pair."""
+    diffs = [r[chosen] - r[rejected] for r in ratings if chosen in r and rejected in r]
+    return round(sum(diffs) / len(diffs), 6) if diffs else None
+
+
 def labelled_pairs(labelled: LabelledRanking, *, ties: bool) -> Iterator[tuple[int, int, bool, float | None]]:
-    """(chosen, rejected, tie, margin) for every pair of one ranking (ranking_pairs). The margin
-    is rating_margin's, computed on ratings keyed by int once per ranking rather than once per
-    pair."""
-    ratings = _numeric_ratings(labelled.ratings)
+    """(chosen, rejected, tie, margin) for every pair of one ranking (ranking_pairs)."""
+    ratings = numeric_ratings(labelled.ratings)
     for chosen, rejected, tie in ranking_pairs(labelled.groups, ties=ties):
-        diffs = [r[chosen] - r[rejected] for r in ratings if chosen in r and rejected in r]
-        yield chosen, rejected, tie, (round(sum(diffs) / len(diffs), 6) if diffs else None)
+        yield chosen, rejected, tie, pair_margin(ratings, chosen, rejected)
 
 
 def row_pairs(row: dict, options: ExportOptions) -> Iterator[dict]:

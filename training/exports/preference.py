@@ -19,15 +19,19 @@ tied pairs with "tie": true.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 from training.exports.common import (
     ExportFormat,
     ExportOptions,
+    LabelledRanking,
     assistant,
     candidate_texts,
-    labelled_pairs,
+    numeric_ratings,
+    pair_margin,
     prompt_messages,
     prompt_text,
+    ranking_pairs,
     row_pairs,
     row_rankings,
 )
@@ -56,38 +60,79 @@ def encoded_preference_lines(rows: Iterable[dict], *, options: ExportOptions, co
                              ) -> Iterator[bytes]:
     """The JSON lines of preference_rows, byte for byte, assembled from pieces encoded once:
     the prompt and each answer once per prompt (a prompt's K·(K−1)/2 pairs repeat the same
-    texts), each candidate id once per prompt, the label fields once per ranking; per pair only
-    the margin is encoded. Building and encoding a dict per pair took most of the export's time
-    otherwise. Pieces are encoded by json_bytes (orjson where it writes what json writes: 3x
-    faster on these lines, measured), so their floats are marked first: the prompt and answers
-    with mark_floats, the margins with canonical_float."""
+    texts), each candidate id once per prompt, the label fields once per ranking, and integer
+    margins once per value (_margin_encoder). Building and encoding a dict per pair took most
+    of the export's time otherwise. Pieces are encoded by json_bytes (orjson where it writes
+    what json writes: 3x faster on these lines, measured), so their floats are marked first:
+    the prompt and answers with mark_floats, the margins with canonical_float."""
     for row in rows:
         pieces = None
         for labelled in row_rankings(row, options):
-            label_tail = None
-            for chosen, rejected, tie, margin in labelled_pairs(labelled, ties=options.ties):
+            label_tail = margin_of = None
+            for chosen, rejected, tie in ranking_pairs(labelled.groups, ties=options.ties):
                 if pieces is None:
                     pieces = _row_pieces(row, conversational=conversational)
-                head, answers, prompt_id, tail = pieces
+                head, chosen_piece, rejected_piece, id_pieces, tail = pieces
                 if label_tail is None:
                     label_tail = (b',"label_source":' + json_bytes(labelled.label_source)
                                   + b',"label_id":' + json_bytes(labelled.label_id)
                                   + b',"annotator":' + json_bytes(labelled.annotator) + tail)
-                yield b"".join((
-                    head, answers[chosen], b',"rejected":', answers[rejected], b',"prompt_id":', prompt_id,
-                    b',"chosen_id":', json_bytes(chosen), b',"rejected_id":', json_bytes(rejected),
-                    b',"tie":true,"margin":' if tie else b',"tie":false,"margin":',
-                    b"null" if margin is None else json_bytes(canonical_float(margin)), label_tail))
+                    margin_of = _margin_encoder(labelled)
+                yield b"".join((head, chosen_piece[chosen], rejected_piece[rejected], id_pieces[chosen],
+                                b',"rejected_id":', id_pieces[rejected],
+                                b',"tie":true,"margin":' if tie else b',"tie":false,"margin":',
+                                margin_of(chosen, rejected), label_tail))
 
 
-def _row_pieces(row: dict, *, conversational: bool) -> tuple[bytes, dict[int, bytes], bytes, bytes]:
-    """What every pair line of a row shares: the head up to the chosen answer, each answer
-    encoded, the prompt id and the tail from the split on."""
+def _row_pieces(row: dict, *, conversational: bool
+                ) -> tuple[bytes, dict[int, bytes], dict[int, bytes], dict[int, bytes], bytes]:
+    """What the pair lines of a row are made of: the head up to the chosen answer; each
+    candidate as the chosen answer (up to "rejected") and as the rejected one (up to
+    "chosen_id", the prompt id between); each candidate's id; the tail from the split on."""
     prompt = json_bytes(mark_floats(prompt_messages(row) if conversational else prompt_text(row)))
-    answers = {c["id"]: json_bytes(mark_floats(assistant(c["text"]) if conversational else c["text"]))
-               for c in row["candidates"]}
-    return (b'{"prompt":' + prompt + b',"chosen":', answers, json_bytes(row["prompt_id"]),
+    prompt_id = b',"prompt_id":' + json_bytes(row["prompt_id"]) + b',"chosen_id":'
+    chosen_piece, rejected_piece, id_pieces = {}, {}, {}
+    for c in row["candidates"]:
+        answer = json_bytes(mark_floats(assistant(c["text"]) if conversational else c["text"]))
+        chosen_piece[c["id"]] = answer + b',"rejected":'
+        rejected_piece[c["id"]] = answer + prompt_id
+        id_pieces[c["id"]] = json_bytes(c["id"])
+    return (b'{"prompt":' + prompt + b',"chosen":', chosen_piece, rejected_piece, id_pieces,
             b',"split":' + json_bytes(row["split"]) + b"}\n")
+
+
+def _margin_encoder(labelled: LabelledRanking):
+    """margin_of(chosen, rejected) -> the pair's margin as JSON bytes, as pair_margin computes
+    it. When every label behind the ranking rated each of its candidates with an integer (what
+    the ranking page stores), the sum of the differences is the difference of the sums,
+    exactly, so a pair's margin is (sums[chosen] − sums[rejected]) / labels and its bytes come
+    from a small cache; otherwise each pair's margin is computed and encoded."""
+    if not labelled.ratings:
+        return _no_margin
+    sums, count = {}, len(labelled.ratings)
+    for candidate in {c for group in labelled.groups for c in group}:
+        key, total = str(candidate), 0
+        for r in labelled.ratings:
+            value = r.get(key)
+            if type(value) is not int:  # missing, a float, a bool…: the general way
+                ratings = numeric_ratings(labelled.ratings)
+                return lambda chosen, rejected: _encoded_margin(pair_margin(ratings, chosen, rejected))
+            total += value
+        sums[candidate] = total
+    return lambda chosen, rejected: _encoded_int_margin(sums[chosen] - sums[rejected], count)
+
+
+def _no_margin(chosen: int, rejected: int) -> bytes:
+    return b"null"
+
+
+@lru_cache(maxsize=4096)
+def _encoded_int_margin(total: int, count: int) -> bytes:
+    return _encoded_margin(round(total / count, 6))
+
+
+def _encoded_margin(margin: float | None) -> bytes:
+    return b"null" if margin is None else json_bytes(canonical_float(margin))
 
 
 def stream_standard(rows, *, context, options):
