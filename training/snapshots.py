@@ -59,6 +59,7 @@ SNAPSHOT_FORMAT = "rlhf-studio-snapshot"
 SNAPSHOT_DIR = "snapshots"  # under settings.DATA_DIR
 SPLIT_SALT = "rlhf-studio-split"
 PSEUDONYM_SALT = "rlhf-studio-annotator"
+IMPORTED = Source.IMPORTED.value  # the plain str: comparing with the enum member costs more
 
 
 # --- Filters and split ------------------------------------------------------------------------
@@ -370,11 +371,23 @@ def restrict_ranking(groups: Iterable[Iterable[int]], keep: set[int]) -> list[li
     return [group for group in restricted if group]
 
 
+def _restricted_ranking(groups: list[list[int]], keep: set[int]) -> list[list[int]]:
+    """restrict_ranking(groups, keep), without copying in the usual case where nothing is
+    dropped (a snapshot calls this for every label; the set checks run in C)."""
+    for group in groups:
+        if not group or not keep.issuperset(group):
+            return restrict_ranking(groups, keep)
+    return groups
+
+
 def strict_pair_count(groups: list[list]) -> int:
     """How many (better, worse) pairs a ranking yields: all pairs minus those inside a tie."""
-    sizes = [len(g) for g in groups]
-    n = sum(sizes)
-    return (n * n - sum(k * k for k in sizes)) // 2  # C(n,2) − Σ C(k,2)
+    n = squares = 0
+    for group in groups:
+        k = len(group)
+        n += k
+        squares += k * k
+    return (n * n - squares) // 2  # C(n,2) − Σ C(k,2)
 
 
 def _label_is_flagged(all_bad: bool, flags: dict | None) -> bool:
@@ -441,20 +454,23 @@ def snapshot_prompt_row(*, prompt: Sequence, candidates: list[Sequence], ranking
         return None
 
     labels, rows = [], []
+    # Each list and dict below is the label's own (decoded for this row), so when the filters
+    # drop nothing from it, it is used as it is: the set checks cost less than the copies.
     for (label_id, annotator_id, groups, shown_order, ratings, flags, pairwise, all_bad, comment, label_source,
          label_created_at) in rankings:
-        groups = restrict_ranking(groups or [], keep)
+        groups = _restricted_ranking(groups or [], keep)
         if not groups:
             continue  # it ranked only candidates that were dropped
         labels.append((label_id, annotator_id, groups))
+        shown_order, ratings, flags = shown_order or [], ratings or {}, flags or {}
         rows.append({
             "id": label_id,
             "annotator": annotator_pseudonym(annotator_id),
             "ranking": groups,
-            "shown_order": [c for c in (shown_order or []) if c in keep],
-            "ratings": {k: v for k, v in (ratings or {}).items() if k in keys},
-            "flags": {k: v for k, v in (flags or {}).items() if k in keys},
-            "pairwise": [p for p in (pairwise or []) if p[0] in keep and p[1] in keep],
+            "shown_order": shown_order if keep.issuperset(shown_order) else [c for c in shown_order if c in keep],
+            "ratings": ratings if keys.issuperset(ratings) else {k: v for k, v in ratings.items() if k in keys},
+            "flags": flags if keys.issuperset(flags) else {k: v for k, v in flags.items() if k in keys},
+            "pairwise": [p for p in pairwise if p[0] in keep and p[1] in keep] if pairwise else [],
             "all_bad": all_bad,
             "comment": comment,
             "source": label_source,
@@ -712,7 +728,7 @@ class _Counts:
         if row["consensus"]:
             self.consensus += 1
             self.consensus_pairs += strict_pair_count(row["consensus"]["ranking"])
-        if row["source"] == Source.IMPORTED:
+        if row["source"] == IMPORTED:
             self.imported_prompts += 1
             key = row["source_format"] or "unknown"
             self.sources[key] = self.sources.get(key, 0) + 1
