@@ -46,6 +46,11 @@ class DatasetSnapshot(models.Model):
     # Relative to settings.DATA_DIR, so a moved data dir keeps working.
     path = models.CharField(max_length=500)
     size_bytes = models.PositiveBigIntegerField(default=0)
+    # Lines of the file that json wrote because orjson refused them (integers beyond 64 bits,
+    # lone surrogates; see training.snapshots.canonical_line): only such lines can hold what
+    # orjson would read differently from json. 0 lets readers parse every line with orjson
+    # without scanning it first; null (a snapshot made before this was counted): unknown.
+    json_fallback_lines = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

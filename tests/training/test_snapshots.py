@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from labeling import review, stats
-from labeling.models import Ranking, Source
+from labeling.models import Candidate, Ranking, Source
 from studio.errors import PermissionDeniedError, ValidationFailed
 from tests.factories import ProjectFactory
 from tests.labeling.queue_helpers import lease, prompt_with_candidates, submit
@@ -462,6 +462,27 @@ def test_snapshot_lines_read_as_json_loads_reads_them():
         assert json.dumps(got) == json.dumps(expected)  # same types (int stays int) and values
 
 
+def test_lines_json_wrote_are_counted_and_read_back_exactly(labelled):
+    """orjson writes every line it can; the lines it refuses (an integer beyond 64 bits) are
+    written by json and counted, and then every line is checked for long integers on reading."""
+    first, _ = snapshot_create(user=None, project=labelled.project)
+    assert first.json_fallback_lines == 0
+    Candidate.objects.filter(pk=labelled.a).update(generation={"seed": 2**70, "temperature": 1e-07})
+    second, _ = snapshot_create(user=None, project=labelled.project)
+    assert second.json_fallback_lines == 1
+    for snapshot in (first, second):
+        with open(snapshot.file_path, "rb") as f:
+            expected = [json.loads(line) for line in list(f)[1:]]
+        got = _rows(snapshot)
+        assert json.dumps(got) == json.dumps(expected)  # same values and types: ints stay ints
+    seeds = [c["generation"].get("seed") for c in _rows(second)[0]["candidates"]]
+    assert 2**70 in seeds and isinstance(seeds[seeds.index(2**70)], int)
+    # A snapshot made before the count existed is read with the check on every line.
+    DatasetSnapshot.objects.filter(pk=second.pk).update(json_fallback_lines=None)
+    second.refresh_from_db()
+    assert json.dumps(_rows(second)) == json.dumps(expected)
+
+
 def test_postgresql_json_is_read_with_floats_marked():
     from training.snapshots import canonical_line, json_loads, postgresql_json_loads
 
@@ -560,7 +581,7 @@ def _fail_half_way(labelled, monkeypatch, where):
         ids = [c.pk for c in make_candidates(p, ["x", "y"])]
         rank(p, labelled.annotator, [[ids[1]], [ids[0]]])
     calls = []
-    real = snapshots.snapshot_prompt_row if where == "row" else snapshots.canonical_line
+    real = snapshots.snapshot_prompt_row if where == "row" else snapshots.canonical_line_and_writer
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -568,7 +589,7 @@ def _fail_half_way(labelled, monkeypatch, where):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(snapshots, "snapshot_prompt_row" if where == "row" else "canonical_line", failing)
+    monkeypatch.setattr(snapshots, "snapshot_prompt_row" if where == "row" else "canonical_line_and_writer", failing)
     with pytest.raises(RuntimeError, match="boom") as failure:
         snapshot_create(user=None, project=labelled.project)
     assert failure.tb is not None  # the traceback, and the frames it holds, are still alive here
