@@ -321,7 +321,7 @@ def main() -> None:
     parser.add_argument("--db-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="use the database a --keep run left (no build)")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each variant (the fastest is reported)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (the fastest is reported)")
     parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
