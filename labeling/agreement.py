@@ -55,11 +55,9 @@ def _shared_pairs(first: Ranking, second: Ranking) -> list[tuple[int, int]]:
 
 def pairwise_agreement(first: Ranking, second: Ranking) -> float | None:
     """Share of shared candidate pairs on which both rankings give the same verdict (a above b,
-    b above a, or tied). None when they share fewer than two candidates."""
-    pairs = _shared_pairs(first, second)
-    if not pairs:
-        return None
-    return sum(s1 == s2 for s1, s2 in pairs) / len(pairs)
+    b above a, or tied). None when they share fewer than two candidates. Computed on position
+    rows, as consensus_with_agreement does for every two rankings of a prompt."""
+    return _rows_agreement(*_position_rows([first, second])[1])
 
 
 def kendall_tau_b(first: Ranking, second: Ranking) -> float | None:
@@ -244,7 +242,8 @@ def _lock_and_layer(candidates: list, majorities: list[tuple[float, float, int, 
 
 @lru_cache(maxsize=1 << 14)
 def _rows_agreement(first: PositionRow, second: PositionRow) -> float | None:
-    """pairwise_agreement of two rankings given as position rows over the same candidates.
+    """pairwise_agreement of two rankings given as position rows over the same candidates: the
+    pairs both rank are those where all four positions are there.
     Cached: it depends only on the two rows' order patterns, and few recur (with 4
     candidates a few dozen), so most prompts of a snapshot reuse them (4 µs a prompt less of
     3 rankings, measured)."""

@@ -153,6 +153,13 @@ def plain_ranked_pairs(rankings, weights=None):
     return order
 
 
+def plain_agreement(first, second):
+    """pairwise_agreement written the plain way: the verdicts on the pairs both rankings hold."""
+    a, b = pairwise_preferences(first), pairwise_preferences(second)
+    shared = [pair for pair in a if pair in b]
+    return sum(a[pair] == b[pair] for pair in shared) / len(shared) if shared else None
+
+
 def random_ranking(rng, candidates):
     """A ranking of a random subset (at least 2) of `candidates`, with random ties."""
     chosen = rng.sample(candidates, rng.randint(2, len(candidates)))
@@ -177,7 +184,9 @@ def test_fast_ranked_pairs_and_agreement_match_the_plain_versions_exactly():
         assert consensus_ranked_pairs(rankings, weights) == expected, (rankings, weights)
         merged, agreement = consensus_with_agreement(rankings, weights)
         assert merged == expected
-        scores = [s for a, b in combinations(rankings, 2) if (s := pairwise_agreement(a, b)) is not None]
+        for first, second in combinations(rankings, 2):
+            assert pairwise_agreement(first, second) == plain_agreement(first, second)
+        scores = [s for a, b in combinations(rankings, 2) if (s := plain_agreement(a, b)) is not None]
         assert agreement == (sum(scores) / len(scores) if scores else None)  # exactly, not approximately
 
 

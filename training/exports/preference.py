@@ -110,7 +110,8 @@ def _margin_encoder(labelled: LabelledRanking):
     it. When every label behind the ranking rated each of its candidates with an integer (what
     the ranking page stores), the sum of the differences is the difference of the sums,
     exactly, so a pair's margin is (sums[chosen] − sums[rejected]) / labels and its bytes come
-    from a small cache; otherwise each pair's margin is computed and encoded."""
+    from a small cache; otherwise each pair's margin is computed and encoded. Snapshot rows key
+    ratings by str(candidate id); any other key misses here and takes the general way."""
     if not labelled.ratings:
         return _no_margin
     sums, count = {}, len(labelled.ratings)
