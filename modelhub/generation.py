@@ -24,16 +24,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-# Prompt templates (strategies): an instruction appended to the question the model answers.
-# "plain" leaves the prompt as written. New strategies are added here and recorded by name on
-# every candidate, so their human win rates can be compared later.
-PROMPT_TEMPLATES: dict[str, str] = {
-    "plain": "",
-    "step_by_step": "Think step by step.",
-    "concise": "Answer concisely.",
-    "detailed": "Give a detailed, well-structured answer.",
-    "cite_documents": "Answer using only the reference documents, and say which one supports each claim.",
-}
+from modelhub import prompting
+
+# The prompt templates live with the one prompt renderer (modelhub.prompting).
+PROMPT_TEMPLATES = prompting.PROMPT_TEMPLATES
 
 
 class GenerationAborted(Exception):
@@ -118,65 +112,16 @@ class BatchStats:
 
 # --- Prompt building -------------------------------------------------------------------------
 
-def format_documents(documents: Sequence[dict]) -> str:
-    """Reference documents as a numbered block the model can cite."""
-    parts = []
-    for index, doc in enumerate(documents, start=1):
-        title = (doc.get("title") or "").strip()
-        text = (doc.get("text") or "").strip()
-        parts.append(f"[{index}] {title}\n{text}" if title else f"[{index}] {text}")
-    return "Reference documents:\n\n" + "\n\n".join(parts)
-
-
 def build_chat(messages: Sequence[dict], documents: Sequence[dict] = (), template: str = "plain") -> list[dict]:
-    """Chat messages for one candidate: the prompt's system instruction (custom instructions),
-    then its turns (few-shot examples and conversation history are already user/assistant
-    turns), with reference documents added to the system context and the template's
-    instruction appended to the last user turn."""
-    if template not in PROMPT_TEMPLATES:
-        raise ValueError(f"Unknown prompt template {template!r}; known: {', '.join(sorted(PROMPT_TEMPLATES))}.")
-    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    turns = messages[1:] if system or (messages and messages[0]["role"] == "system") else messages
-    if not turns or turns[-1]["role"] != "user":
-        raise ValueError("The prompt must end with a user turn.")
-    if documents:
-        docs = format_documents(documents)
-        system = f"{system}\n\n{docs}" if system else docs
-    instruction = PROMPT_TEMPLATES[template]
-    if instruction:
-        turns = [*turns[:-1], {"role": "user", "content": f"{turns[-1]['content']}\n\n{instruction}"}]
-    return ([{"role": "system", "content": system}] if system else []) + turns
-
-
-def _plain_chat_text(chat: Sequence[dict]) -> str:
-    """For tokenizers without a chat template: a readable transcript ending in 'Assistant:'."""
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    return "".join(f"{names[m['role']]}: {m['content']}\n\n" for m in chat) + "Assistant:"
+    """Chat messages for one candidate (modelhub.prompting.render_chat: the renderer training
+    and the exports use too)."""
+    return prompting.render_chat(messages, documents, template)
 
 
 def encode_chat(tokenizer, chat: Sequence[dict], *, max_prompt_tokens: int = 2048) -> list[int]:
-    """Token ids of `chat` with the generation prompt, via the tokenizer's chat template.
-
-    A template that rejects the system role gets the system text merged into the first user turn.
-    Too-long prompts keep their last `max_prompt_tokens` tokens: the question is at the end.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            ids = tokenizer.apply_chat_template(list(chat), add_generation_prompt=True, tokenize=True,
-                                                return_dict=False)
-        except Exception:
-            if not chat or chat[0]["role"] != "system":
-                raise
-            merged = [{"role": "user", "content": f"{chat[0]['content']}\n\n{chat[1]['content']}"}, *chat[2:]]
-            ids = tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=True,
-                                                return_dict=False)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        ids = list(ids)
-    else:
-        ids = tokenizer(_plain_chat_text(chat), add_special_tokens=True)["input_ids"]
-    return ids[-max_prompt_tokens:]
+    """Token ids of `chat` with the generation prompt (modelhub.prompting.encode_prompt).
+    Too-long prompts keep their last `max_prompt_tokens` tokens: the question is at the end."""
+    return prompting.encode_prompt(tokenizer, chat)[-max_prompt_tokens:]
 
 
 def stop_token_ids(tokenizer, model=None) -> set[int]:

@@ -6,6 +6,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from studio.jobs import Job
+
 
 class ModelArtifact(models.Model):
     class Kind(models.TextChoices):
@@ -72,22 +74,18 @@ class ProjectGenerator(models.Model):
         return f"{self.project_id} -> {self.model_id}"
 
 
-class GenerationJob(models.Model):
+class GenerationJob(Job):
     """Sampling K candidates for a set of a project's prompts, on the Celery `generation` queue.
 
-    Progress lives here and only here (written by `services.generation_job_run` after each chunk
-    of prompts); candidates themselves are Candidate rows whose external_id is
-    `job<id>-k<slot>`, so a retried or resumed job never writes one twice.
+    Its lifecycle (queued → running → succeeded/failed/cancelled, worker claim, heartbeat,
+    recovery) is every job's: studio.jobs. Progress lives here and only here (written by
+    `services.generation_job_run` after each chunk of prompts); candidates themselves are
+    Candidate rows whose external_id is `job<id>-k<slot>`, so a retried or resumed job never
+    writes one twice.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    task_name = "modelhub.tasks.generation_job_task"
+    label = "Generation job"
 
     project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="generation_jobs")
     model = models.ForeignKey(ModelArtifact, on_delete=models.PROTECT, related_name="generation_jobs")
@@ -97,7 +95,6 @@ class GenerationJob(models.Model):
     # max_new_tokens, prompt_templates): later edits to the project do not change a running job.
     generation_settings = models.JSONField(default=dict)
     seed = models.BigIntegerField(default=0)  # every candidate's seed derives from (seed, prompt, slot)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     prompts_total = models.PositiveIntegerField(default=0)
     prompts_done = models.PositiveIntegerField(default=0)
     candidates_total = models.PositiveIntegerField(default=0)
@@ -105,20 +102,6 @@ class GenerationJob(models.Model):
     tokens_generated = models.PositiveBigIntegerField(default=0)
     generation_seconds = models.FloatField(default=0.0)  # time spent sampling (excludes model loading)
     tokens_per_second = models.FloatField(null=True, blank=True)
-    eta_seconds = models.FloatField(null=True, blank=True)
-    device = models.CharField(max_length=40, blank=True)  # where it ran, e.g. "cpu" or "cuda:0 (bfloat16)"
-    # The worker process running the job ("celery@host:pid") and when it last said so: a job whose
-    # worker was killed is claimed again by a restarted worker (see services.generation_jobs_recover).
-    worker = models.CharField(max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    celery_task_id = models.CharField(max_length=255, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-id"]
@@ -128,10 +111,6 @@ class GenerationJob(models.Model):
 
     def __str__(self) -> str:
         return f"Generation job {self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in self.FINISHED
 
     @property
     def progress_percent(self) -> int:

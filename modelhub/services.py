@@ -1,6 +1,6 @@
 """Writes for generation jobs: create (admins), enqueue, run (on a worker), cancel, recover.
 
-A job's life:
+A job's life (the lifecycle itself is every job's: studio.jobs):
 
     generation_job_create  -> row "queued", message published to the `generation` queue
                               (broker down: the row is marked failed and BrokerUnavailable raised;
@@ -24,12 +24,11 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from itertools import product
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
 from labeling.models import Candidate, Project, Prompt, Source
@@ -38,28 +37,22 @@ from modelhub.loading import FORMAT_PEFT, ModelLoadError, load_cached
 from modelhub.models import GenerationJob, ModelArtifact
 from modelhub.registry import model_resolve_path
 from modelhub.selectors import project_generator_model
-from studio.errors import Conflict, PermissionDeniedError, StudioError, ValidationFailed
+from studio import jobs
+from studio.errors import PermissionDeniedError, ValidationFailed
 from studio.roles import ADMIN, has_role
 
 log = logging.getLogger(__name__)
 
 Status = GenerationJob.Status
 
-HEARTBEAT_SECONDS = 5.0  # how often a running job reports (and looks for a cancel) mid-batch
-STALE_AFTER = timedelta(seconds=120)  # a running job silent this long has lost its worker
+HEARTBEAT_SECONDS = jobs.HEARTBEAT_SECONDS  # how often a running job reports (and looks for a cancel) mid-batch
+STALE_AFTER = GenerationJob.stale_after  # a running job silent this long has lost its worker
 MAX_PROMPTS_PER_JOB = 10000
 
-
-class BrokerUnavailable(StudioError):
-    """The task could not be published; the job was marked failed. The API answers 503."""
-
-
-class JobFailure(Exception):
-    """An expected reason for a job to fail (missing model, bad settings): its message is shown."""
-
-
-class JobCancelled(Exception):
-    pass
+# The lifecycle's exceptions, under the names this module's callers know.
+BrokerUnavailable = jobs.BrokerUnavailable
+JobFailure = jobs.JobFailure
+JobCancelled = jobs.JobCancelled
 
 
 def _check_admin(user) -> None:
@@ -191,64 +184,17 @@ def generation_job_create(*, user, project: Project, prompt_ids=None, model=None
 
 
 def generation_job_enqueue(*, job: GenerationJob) -> None:
-    """Publish the job's task. A broker that cannot be reached fails the job (with the reason)
-    and raises BrokerUnavailable: the caller reports it, nothing runs inline."""
-    from kombu.exceptions import OperationalError
-
-    from modelhub.tasks import generation_job_task
-
-    try:
-        generation_job_task.apply_async(
-            args=[job.pk], task_id=job.celery_task_id or None,
-            retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-        )
-    except (OperationalError, OSError, ConnectionError) as exc:
-        message = (f"The job could not be queued: the task broker is unreachable ({exc}). "
-                   "Start the broker (Redis, or check the broker folder) and start the job again.")
-        _job_finish(job, status=Status.FAILED, error=message)
-        raise BrokerUnavailable(message) from exc
+    """Publish the job's task to the `generation` queue (see studio.jobs.job_enqueue)."""
+    jobs.job_enqueue(job=job)
 
 
 def generation_job_cancel(*, user, job: GenerationJob) -> GenerationJob:
     """Stop a queued or running job. Candidates already written stay."""
     _check_admin(user)
-    updated = GenerationJob.objects.filter(pk=job.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
-        status=Status.CANCELLED, finished_at=timezone.now(), eta_seconds=None, updated_at=timezone.now())
-    job.refresh_from_db()
-    if not updated:
-        raise Conflict(f"Generation job {job.pk} is already {job.status}.")
-    return job
-
-
-def _job_finish(job: GenerationJob, *, status: str, error: str = "") -> None:
-    """The one place a job reaches a final status (never overwriting a cancel)."""
-    now = timezone.now()
-    fields = {"status": status, "finished_at": now, "updated_at": now, "heartbeat_at": now}
-    if error:
-        fields["error"] = error[:5000]
-    if status == Status.SUCCEEDED:
-        fields["eta_seconds"] = 0.0
-    elif status == Status.FAILED:
-        fields["eta_seconds"] = None
-    GenerationJob.objects.filter(pk=job.pk).exclude(status=Status.CANCELLED).update(**fields)
-    job.refresh_from_db()
+    return jobs.job_cancel(job=job)
 
 
 # --- Run (on a worker) -----------------------------------------------------------------------
-
-def _claim(job: GenerationJob, worker: str) -> bool:
-    """Take the job for this worker process: a queued job, or a running one that this process
-    already holds, or whose worker went silent (killed). Another live worker's job is left alone."""
-    now = timezone.now()
-    running_orphan = Q(status=Status.RUNNING) & (Q(worker=worker) | Q(heartbeat_at__isnull=True)
-                                                 | Q(heartbeat_at__lt=now - STALE_AFTER))
-    updated = GenerationJob.objects.filter(pk=job.pk).filter(Q(status=Status.QUEUED) | running_orphan).update(
-        status=Status.RUNNING, worker=worker[:200], heartbeat_at=now, updated_at=now, error="")
-    if updated:
-        GenerationJob.objects.filter(pk=job.pk, started_at__isnull=True).update(started_at=now)
-        job.refresh_from_db()
-    return bool(updated)
-
 
 @dataclass
 class _Row:
@@ -303,33 +249,14 @@ def _load(job: GenerationJob):
 
 
 def generation_job_run(*, job_id: int, worker: str = "") -> GenerationJob | None:
-    """Run (or resume) a job on this worker. Returns at once when the job is finished or held
-    by another live worker. Expected failures (missing model, bad settings) fail the job with a
-    message for the job page; unexpected ones too, and are re-raised for the worker's log."""
-    job = GenerationJob.objects.select_related("model", "model__parent", "project").filter(pk=job_id).first()
-    if job is None:
-        log.warning("Generation job %s does not exist (deleted?); nothing to do.", job_id)
-        return None
-    if job.is_finished:
-        return job
-    if not _claim(job, worker):
-        log.info("Generation job %s is held by %s; not running it twice.", job.pk, job.worker)
-        return job
-    try:
-        _run(job)
-    except JobCancelled:
-        log.info("Generation job %s was cancelled.", job.pk)
-    except JobFailure as exc:
-        _job_finish(job, status=Status.FAILED, error=str(exc))
-    except Exception as exc:
-        _job_finish(job, status=Status.FAILED, error=f"Unexpected error: {type(exc).__name__}: {exc}")
-        raise
-    job.refresh_from_db()
-    return job
+    """Run (or resume) a job on this worker (studio.jobs.job_run: returns at once when the job is
+    finished or held by another live worker; failures end the job with their message)."""
+    return jobs.job_run(model=GenerationJob, job_id=job_id, worker=worker, body=_run,
+                        select_related=("model", "model__parent", "project"))
 
 
 def _is_cancelled(job: GenerationJob) -> bool:
-    return GenerationJob.objects.filter(pk=job.pk, status=Status.CANCELLED).exists()
+    return jobs.job_is_cancelled(job)
 
 
 def _run(job: GenerationJob) -> None:
@@ -412,7 +339,7 @@ def _run(job: GenerationJob) -> None:
     missing = job.candidates_total - _count(job)[1] - _deleted_prompt_slots(job, prompts)
     if missing > 0:
         raise JobFailure(f"{missing} candidates are missing after the run; start the job again to fill them in.")
-    _job_finish(job, status=Status.SUCCEEDED)
+    jobs.job_finish(job, status=Status.SUCCEEDED)
 
 
 def _done_slots(job: GenerationJob) -> set[tuple[int, int]]:
@@ -524,29 +451,7 @@ class _Heartbeat:
 # --- Recovery --------------------------------------------------------------------------------
 
 def generation_jobs_recover(*, worker_prefix: str = "") -> list[int]:
-    """Re-queue jobs whose worker is gone, so they resume: run by every generation worker as it
-    starts (modelhub.tasks), and by `manage.py generation_recover`.
-
-    A running job is orphaned when its worker is this restarted worker's previous life (same
-    node name: `worker_prefix`), or when it has been silent for STALE_AFTER. Queued jobs are
-    re-published too: a broker that lost the message (kombu's filesystem transport removes a
-    message when a worker takes it, before the ack) would otherwise leave them queued forever;
-    a duplicate message is harmless, the second delivery finds the job finished or held.
-    """
-    now = timezone.now()
-    orphaned = Q(status=Status.RUNNING) & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - STALE_AFTER))
-    if worker_prefix:
-        orphaned |= Q(status=Status.RUNNING, worker__startswith=f"{worker_prefix}:")
-    with transaction.atomic():
-        orphan_ids = list(GenerationJob.objects.filter(orphaned).values_list("id", flat=True))
-        GenerationJob.objects.filter(pk__in=orphan_ids).update(worker="", heartbeat_at=None, updated_at=now)
-    queued_ids = list(GenerationJob.objects.filter(status=Status.QUEUED).values_list("id", flat=True))
-    ids = sorted(set(orphan_ids) | set(queued_ids))
-    for job in GenerationJob.objects.filter(pk__in=ids).order_by("id"):
-        try:
-            generation_job_enqueue(job=job)
-        except BrokerUnavailable:
-            log.error("Could not re-queue generation job %s: broker unreachable; the job was marked failed.", job.pk)
-    if ids:
-        log.info("Re-queued generation jobs %s (orphaned: %s).", ids, orphan_ids)
-    return ids
+    """Re-queue generation jobs whose worker is gone, so they resume (studio.jobs.jobs_recover):
+    run by every generation worker as it starts (modelhub.tasks), and by
+    `manage.py generation_recover`."""
+    return jobs.jobs_recover(model=GenerationJob, worker_prefix=worker_prefix)

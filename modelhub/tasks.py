@@ -4,20 +4,12 @@ Routed to the `generation` queue by CELERY_TASK_ROUTES ("modelhub.tasks.*").
 """
 from __future__ import annotations
 
-import logging
-import os
-
 from celery import shared_task
 from celery.signals import worker_ready
 
-log = logging.getLogger(__name__)
+from studio.jobs import worker_consumes, worker_id
 
 GENERATION_QUEUE = "generation"
-
-
-def worker_id(hostname: str | None) -> str:
-    """This worker process: node name + pid (a prefork pool's children share the node name)."""
-    return f"{hostname or 'worker'}:{os.getpid()}"
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
@@ -31,11 +23,7 @@ def generation_job_task(self, job_id: int) -> str:
 @worker_ready.connect
 def _recover_generation_jobs(sender=None, **_kwargs) -> None:
     """A generation worker that starts re-queues the jobs a killed worker left behind."""
-    try:
-        queues = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
-    except AttributeError:
-        queues = set()
-    if GENERATION_QUEUE not in queues:
+    if not worker_consumes(sender, GENERATION_QUEUE):
         return
     from modelhub.services import generation_jobs_recover
 

@@ -67,7 +67,7 @@ def test_encode_chat_without_a_chat_template_uses_a_plain_transcript(tiny_lm):
         ids = G.encode_chat(tok, [{"role": "user", "content": "Hello"}])
     finally:
         tok.chat_template = saved
-    assert tok.decode(ids) == "User: Hello\n\nAssistant:"
+    assert tok.decode(ids) == "Human: Hello\n\nAssistant:"  # the exports' transcript too
 
 
 # --- Sampler ---------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def test_preference_gives_exactly_the_untied_pairs_with_margins(labelled, snapsh
     assert {k: v["margin"] for k, v in got.items()} == {(l.a, l.b): 2, (l.a, l.c): 2, (l.a, l.d): 6,
                                                         (l.b, l.d): 4, (l.c, l.d): 4}
     for (chosen, rejected), r in got.items():
-        assert r["prompt"] == "Name a primary colour."
+        # One renderer for generation, training and exports: the HH transcript.
+        assert r["prompt"] == "Human: Name a primary colour.\n\nAssistant:"
         assert (r["chosen"], r["rejected"]) == (l.texts[chosen], l.texts[rejected])
         assert r["prompt_id"] == l.prompt.pk and r["tie"] is False and r["label_source"] == "consensus"
     assert export_expected_rows(snapshot=snapshot, format_name="preference") == 5
@@ -146,7 +147,8 @@ def test_prompts(labelled, snapshot, tmp_path, hf_cache):
     make_prompt(labelled.project, "Unlabelled prompt")
     snap, _ = snapshot_create(user=None, project=labelled.project)
     rows = load_json(export_to(tmp_path, snap, "prompts")[0], hf_cache)
-    assert [r["prompt_text"] for r in rows] == ["Name a primary colour.", "Unlabelled prompt"]
+    assert [r["prompt_text"] for r in rows] == ["Human: Name a primary colour.\n\nAssistant:",
+                                               "Human: Unlabelled prompt\n\nAssistant:"]
     assert rows[0]["prompt"] == [{"role": "user", "content": "Name a primary colour."}]
     assert rows[0]["content_hash"] == labelled.prompt.content_hash
 

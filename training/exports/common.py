@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from modelhub.prompting import render_chat, render_transcript
 from studio.errors import ValidationFailed
 
 LABELS = ("consensus", "annotators", "both")
@@ -90,41 +91,19 @@ def buffered(chunks: Iterable[bytes], size: int = 64 * 1024) -> Iterator[bytes]:
 
 # --- Prompts ----------------------------------------------------------------------------------
 
-def documents_block(documents: list[dict]) -> str:
-    """Reference documents as text: "[1] Title\\ntext", blank line between them."""
-    parts = []
-    for index, doc in enumerate(documents, start=1):
-        title = (doc.get("title") or "").strip()
-        parts.append(f"[{index}] {title}\n{doc.get('text', '')}" if title else f"[{index}] {doc.get('text', '')}")
-    return "Reference documents:\n\n" + "\n\n".join(parts)
-
-
 def prompt_messages(row: dict) -> list[dict]:
     """The prompt as chat messages ({"role", "content"} only), with its reference documents in
-    the system message (after any custom instructions), where every chat template reads them."""
-    messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-    if row["documents"]:
-        block = documents_block(row["documents"])
-        if messages and messages[0]["role"] == "system":
-            messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{block}"}
-        else:
-            messages.insert(0, {"role": "system", "content": block})
-    return messages
-
-
-ROLE_NAMES = {"system": "System", "user": "Human", "assistant": "Assistant"}
+    the system message (after any custom instructions), where every chat template reads them:
+    modelhub.prompting.render_chat, the renderer generation and training use."""
+    return render_chat(row["messages"], row["documents"])
 
 
 def prompt_text(row: dict) -> str:
-    """The prompt as one string (TRL's "standard" format). A lone user message is its text; any
-    other prompt (system, documents, several turns) is a transcript in the Anthropic HH style
-    ("Human: …\\n\\nAssistant: …") ending with "Assistant:", so that prompt + " " + answer
-    reads as the conversation."""
-    messages = prompt_messages(row)
-    if len(messages) == 1 and messages[0]["role"] == "user":
-        return messages[0]["content"]
-    lines = [f"{ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in messages]
-    return "\n\n".join(lines) + "\n\nAssistant:"
+    """The prompt as one string (TRL's "standard" format): the transcript in the Anthropic HH
+    style ("Human: …\n\nAssistant:") that a model without a chat template is sampled from and
+    trained on (modelhub.prompting.render_transcript), so prompt + " " + answer reads as the
+    conversation."""
+    return render_transcript(prompt_messages(row))
 
 
 def assistant(text: str) -> list[dict]:
