@@ -61,3 +61,19 @@ def client_as(api_client):
         return api_client
 
     return login
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama and its tokenizer on disk (tests.tiny_models), built once per run."""
+    from tests.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def tiny_model(db, tiny_model_dir):
+    """The tiny model registered as the base model artifact."""
+    from modelhub.registry import model_register
+
+    return model_register(name="tiny-llama", path=tiny_model_dir, kind="base")

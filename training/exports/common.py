@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from modelhub.prompting import render_chat, render_transcript
+from training.pairs import numeric_ratings, pair_margin, ranking_pairs  # noqa: F401 (exports use them from here)
 from studio.errors import ValidationFailed
 
 LABELS = ("consensus", "annotators", "both")
@@ -112,22 +113,6 @@ def assistant(text: str) -> list[dict]:
 
 # --- Pairs ------------------------------------------------------------------------------------
 
-def ranking_pairs(groups: list[list[int]], *, ties: bool = False) -> Iterator[tuple[int, int, bool]]:
-    """(chosen, rejected, tie) for every pair of candidates in a ranking of tie groups
-    best→worst: all K·(K−1)/2 pairs, tied pairs skipped unless `ties` (then yielded once, in
-    id order, with tie True). Groups in order, ids within a group sorted: deterministic."""
-    ordered = [sorted(g) for g in groups]
-    for i, better in enumerate(ordered):
-        if ties:
-            for a_index, a in enumerate(better):
-                for b in better[a_index + 1:]:
-                    yield a, b, True
-        for worse in ordered[i + 1:]:
-            for a in better:
-                for b in worse:
-                    yield a, b, False
-
-
 def rating_margin(ratings: Iterable[dict], chosen: int, rejected: int) -> float | None:
     """Mean of rating[chosen] − rating[rejected] over the labels that rated both (ratings are
     {candidate id as text: 1..7}); None when none did. One label's margin is its own difference."""
@@ -162,19 +147,6 @@ def row_rankings(row: dict, options: ExportOptions) -> Iterator[LabelledRanking]
     if options.annotators:
         for r in row["rankings"]:
             yield LabelledRanking("annotator", r["id"], r["annotator"], r["ranking"], [r["ratings"]])
-
-
-def numeric_ratings(ratings: list[dict]) -> list[dict[int, float]]:
-    """Ratings keyed by candidate id as int, numbers only: what pair_margin reads."""
-    return [{int(k): v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            for r in ratings]
-
-
-def pair_margin(ratings: list[dict[int, float]], chosen: int, rejected: int) -> float | None:
-    """rating_margin on numeric_ratings: computed on ratings keyed by int once per ranking
-    rather than once per pair."""
-    diffs = [r[chosen] - r[rejected] for r in ratings if chosen in r and rejected in r]
-    return round(sum(diffs) / len(diffs), 6) if diffs else None
 
 
 def labelled_pairs(labelled: LabelledRanking, *, ties: bool) -> Iterator[tuple[int, int, bool, float | None]]:

@@ -1,0 +1,257 @@
+"""Config dataclasses of the training kinds: one per kind, every field commented, validated in
+`__post_init__`. The defaults suit the default model (SmolLM2-135M) on a 2-core CPU: pressing
+Train with them must give a good model in the time the README states.
+
+`config_from_dict(kind, data)` builds one from a JSON object (the API's "config"), refusing
+unknown keys and wrong types with a message that names the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+
+PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+class ConfigError(ValueError):
+    """A config field is wrong: `field` names it, the message says what is allowed."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+def _check(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field_name, message)
+
+
+@dataclass
+class TrainConfig:
+    """What every kind of run accepts."""
+
+    # Seeds the data order, new weights (the reward head, LoRA) and sampling: the same seed and
+    # data give the same run, killed and resumed or not.
+    seed: int = 0
+    # Passes over the training split.
+    epochs: int = 1
+    # Stop after this many optimizer steps (None: run every epoch). The learning-rate schedule
+    # spans the steps the run will take, so a short run still ends its warm-up and decay.
+    max_steps: int | None = None
+    # AdamW's peak learning rate, reached after warm-up.
+    learning_rate: float = 2e-5
+    # AdamW's decoupled weight decay (not applied to biases and norms).
+    weight_decay: float = 0.0
+    # Share of the run's steps spent warming the learning rate up linearly from 0.
+    warmup_ratio: float = 0.05
+    # Decay after warm-up: "cosine" (to 0), "linear" (to 0) or "constant".
+    lr_schedule: str = "cosine"
+    # Gradients are clipped to this global norm (0 turns clipping off).
+    max_grad_norm: float = 1.0
+    # "bf16" runs matmuls in bfloat16 (autocast; weights and optimizer stay fp32). "auto" is bf16
+    # on a GPU that supports it and fp32 on a CPU, where bf16 training steps measured slower
+    # (training.ml.models.resolve_precision).
+    precision: str = "auto"
+    # Save a resumable checkpoint every this many steps (and at the end of every epoch).
+    checkpoint_every: int = 50
+    # How many checkpoints to keep (the newest); older ones are deleted.
+    keep_checkpoints: int = 2
+    # Evaluate on the validation split every this many steps (0: at the end of each epoch only).
+    eval_every: int = 0
+    # Train a LoRA adapter (peft) instead of every weight: far less memory, the adapter is
+    # registered as a model whose parent is the base.
+    lora: bool = False
+    # LoRA rank: the adapter's inner width.
+    lora_r: int = 16
+    # LoRA scale: the adapter's update is multiplied by lora_alpha / lora_r.
+    lora_alpha: int = 32
+    # Dropout on the adapter's input while training.
+    lora_dropout: float = 0.05
+    # Which modules get adapters: "all-linear" or a list of module names ("q_proj", ...).
+    lora_target_modules: str | list[str] = "all-linear"
+
+    def __post_init__(self):
+        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, "seed", "an integer from 0 to 2^63-1")
+        _check(1 <= self.epochs <= 100, "epochs", "from 1 to 100")
+        _check(self.max_steps is None or self.max_steps >= 1, "max_steps", "at least 1 (or null for every epoch)")
+        _check(0 < self.learning_rate < 1, "learning_rate", "between 0 and 1")
+        _check(0 <= self.weight_decay < 1, "weight_decay", "from 0 to 1")
+        _check(0 <= self.warmup_ratio < 1, "warmup_ratio", "from 0 to 1")
+        _check(self.lr_schedule in SCHEDULES, "lr_schedule", f"one of {', '.join(SCHEDULES)}")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", "0 or more")
+        _check(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
+        _check(self.checkpoint_every >= 1, "checkpoint_every", "at least 1")
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints", "at least 1")
+        _check(self.eval_every >= 0, "eval_every", "0 or more")
+        _check(1 <= self.lora_r <= 1024, "lora_r", "from 1 to 1024")
+        _check(self.lora_alpha >= 1, "lora_alpha", "at least 1")
+        _check(0 <= self.lora_dropout < 1, "lora_dropout", "from 0 to 1")
+        _check(self.lora_target_modules == "all-linear" or (
+            isinstance(self.lora_target_modules, list) and self.lora_target_modules
+            and all(isinstance(m, str) and m for m in self.lora_target_modules)),
+            "lora_target_modules", '"all-linear" or a non-empty list of module names')
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on the snapshot's demonstrations: the causal-LM loss on the
+    answer's tokens only (system, user and earlier turns are context, not targets)."""
+
+    learning_rate: float = 5e-5
+    # Demonstrations per optimizer step (split into micro-batches by `tokens_per_microbatch`).
+    batch_size: int = 8
+    # Longest prompt + answer in tokens: the prompt loses its oldest turns first (then its
+    # first tokens); the answer is kept whole up to `max_response_tokens`.
+    max_length: int = 1024
+    # An answer longer than this keeps its first tokens (and then has no end-of-turn target).
+    max_response_tokens: int = 512
+    # Padded tokens per forward pass: bounds memory. Examples of similar length share a
+    # micro-batch (length-grouped batches), so padding stays small.
+    tokens_per_microbatch: int = 4096
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(1 <= self.batch_size <= 4096, "batch_size", "from 1 to 4096")
+        _check(16 <= self.max_length <= 65536, "max_length", "from 16 to 65536")
+        _check(1 <= self.max_response_tokens < self.max_length, "max_response_tokens", "from 1 to max_length - 1")
+        _check(self.tokens_per_microbatch >= self.max_length, "tokens_per_microbatch", "at least max_length")
+
+
+LABELS = ("consensus", "annotators")
+
+
+@dataclass
+class RewardConfig(TrainConfig):
+    """The reward model: the base LM with a scalar head on the last token, trained with
+    InstructGPT's ranking loss over every K(K-1)/2 pair of each ranking, averaged per prompt."""
+
+    learning_rate: float = 2e-5
+    # Prompts (each with its K ranked candidates) per optimizer step.
+    prompts_per_step: int = 8
+    # Longest prompt + answer in tokens. The prompt is cut from the left (oldest turns first,
+    # then its first tokens) so that every answer fits whole up to `max_response_tokens`: the
+    # tokens where candidates differ are never cut away.
+    max_length: int = 512
+    # An answer longer than this keeps its first tokens. Pairs whose answers become identical
+    # are counted (identical_pairs), never scored as ties.
+    max_response_tokens: int = 256
+    # Whose rankings become pairs: "consensus" (default), one merged ranking per prompt (ranked
+    # pairs over its annotators, weighted by gold trust), or "annotators", every annotator's own
+    # ranking. Consensus is the default: contradicting rankings of one prompt give pairs whose
+    # gradients cancel (cost without signal), and consensus already down-weights annotators who
+    # fail gold items; with one ranking per prompt (imports) both are the same.
+    labels: str = "consensus"
+    # Add the annotators' rating difference as a margin in the loss (Llama 2's margin loss):
+    # -log sigmoid(r_w - r_l - margin * margin_scale). Pairs without ratings get margin 0.
+    use_rating_margin: bool = False
+    # Multiplies rating differences (1-7 scale) into reward units.
+    margin_scale: float = 0.2
+    # Encode the prompt once per prompt and its K answers on top of it (one KV cache), instead
+    # of the whole prompt once per answer: the same scores, far fewer tokens when prompts are
+    # longer than answers.
+    share_prompt_prefix: bool = True
+    # Padded tokens per forward pass: bounds memory.
+    tokens_per_microbatch: int = 8192
+    # After training, shift rewards so that the training split's best answers (demonstrations,
+    # else the top-ranked candidates) score mean 0: rewards of different models compare, and PPO
+    # starts from rewards centred on good answers.
+    normalize: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(1 <= self.prompts_per_step <= 4096, "prompts_per_step", "from 1 to 4096")
+        _check(16 <= self.max_length <= 65536, "max_length", "from 16 to 65536")
+        _check(1 <= self.max_response_tokens < self.max_length, "max_response_tokens", "from 1 to max_length - 1")
+        _check(self.labels in LABELS, "labels", f"one of {', '.join(LABELS)}")
+        _check(0 <= self.margin_scale <= 10, "margin_scale", "from 0 to 10")
+        _check(self.tokens_per_microbatch >= self.max_length, "tokens_per_microbatch", "at least max_length")
+
+
+CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "reward": RewardConfig}
+
+
+def _type_ok(value, annotation) -> bool:
+    """A JSON value against a field's annotation (int, float, bool, str, X | None, list[str])."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def config_fields(cls: type[TrainConfig]) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def config_from_dict(kind: str, data: dict | None) -> TrainConfig:
+    """The validated config of a `kind` ("sft", "reward") from a JSON object; missing fields
+    take their defaults. Raises ConfigError naming the first wrong field."""
+    if kind not in CONFIGS:
+        raise ConfigError("kind", f"unknown kind {kind!r}; one of {', '.join(CONFIGS)}")
+    cls = CONFIGS[kind]
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError("config", "a JSON object")
+    hints = typing.get_type_hints(cls)
+    known = config_fields(cls)
+    for name, value in data.items():
+        if name not in known:
+            raise ConfigError(name, f"unknown field; {kind} accepts {', '.join(sorted(known))}")
+        if not _type_ok(value, hints[name]):
+            raise ConfigError(name, f"expected {_type_name(hints[name])}, got {type(value).__name__} {value!r}")
+        if hints[name] is float and isinstance(value, int):
+            data[name] = float(value)
+    return cls(**data)
+
+
+def _type_name(annotation) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def config_defaults(kind: str) -> dict:
+    """Every field of a kind's config with its default (the run form shows them)."""
+    return CONFIGS[kind]().as_dict()
+
+
+def config_help(kind: str) -> dict[str, str]:
+    """Each field's comment from the source, for the run form's help text."""
+    import inspect
+
+    help_text: dict[str, str] = {}
+    for cls in reversed(CONFIGS[kind].__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, TrainConfig)):
+            continue
+        comment: list[str] = []
+        for line in inspect.getsource(cls).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                comment.append(stripped.lstrip("# ").strip())
+                continue
+            name = stripped.split(":", 1)[0].strip()
+            if ":" in stripped and name.isidentifier() and comment:
+                help_text[name] = " ".join(comment)
+            if not stripped.startswith("#"):
+                comment = []
+    return help_text
+
+

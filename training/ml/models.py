@@ -1,0 +1,270 @@
+"""Models for training: loading a base for SFT or as a reward model (optionally with a LoRA
+adapter), scoring answers with a reward model, and saving what was trained.
+
+A reward model is the base LM with a scalar head (`AutoModelForSequenceClassification`,
+num_labels=1, the layout TRL and OpenRLHF read) whose score is read at the last token of prompt
++ answer (the answer's end-of-turn token). Two ways to score a prompt's K answers, equal up to
+float rounding (a test holds them equal):
+
+    score_sequences         each answer with its own copy of the prompt: K forwards of P + R tokens
+    score_shared_prefix     the prompt once, its K answers on top of its KV cache: P + K*R tokens
+
+Pure torch + transformers (+ peft for LoRA); no Django.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+REWARD_HEAD_FILE = "reward_head.json"
+
+
+# --- Devices and precision --------------------------------------------------------------------
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"bf16" or "fp32" for a config's "auto" | "bf16" | "fp32" on `device`.
+
+    "auto" is bf16 on a GPU that supports it and fp32 on a CPU. Measured on the 2-core
+    development CPU (Xeon with AVX-512 BF16), a reward-model step of the default model took
+    15 s in fp32 against 24 s with bf16 autocast and 23 s with bf16 weights: the bf16 matmuls
+    alone are no faster there (160 against 160-250 GFLOPS) and the casts and bf16 backward
+    cost more. "bf16" stays available for CPUs where it pays.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for forward passes: bf16 matmuls, fp32 weights, optimizer and losses."""
+    if precision != "bf16":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# --- Loading ----------------------------------------------------------------------------------
+
+def _from_pretrained(cls, path: Path, **kwargs):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if path.is_file() and path.suffix == ".gguf":
+        return cls.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True, **kwargs)
+    return cls.from_pretrained(path, local_files_only=True, **kwargs)
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def reward_pad_token(tokenizer) -> None:
+    """A reward model reads its score at the last token, the answer's end-of-turn token. Where
+    the tokenizer pads with that same token (SmolLM2 pads with <|im_end|>), transformers' own
+    sequence-classification pooling, which looks for the last non-pad token, would read the
+    token before it: pad with another special token so that any tool reading the saved model
+    scores the same token we do."""
+    from modelhub.prompting import end_of_turn_id
+
+    end = end_of_turn_id(tokenizer)
+    if tokenizer.pad_token_id not in (None, end, tokenizer.eos_token_id):
+        return
+    vocab = tokenizer.get_vocab()
+    for token in (tokenizer.unk_token, "<|endoftext|>", "<pad>", "<unk>"):
+        if token and token in vocab and vocab[token] not in (end, tokenizer.eos_token_id):
+            tokenizer.pad_token = token
+            return
+
+
+def _merged_if_adapter(model):
+    """A peft model with its adapter merged into plain weights (for training every weight)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def load_causal_lm_for_training(path: Path, *, adapter_of: Path | None = None, keep_adapter: bool = False):
+    """A causal LM in fp32 for training. `adapter_of`: `path` is a peft adapter on that base;
+    with `keep_adapter` the adapter stays unmerged and trainable (trained further), otherwise it
+    is merged so every weight can train."""
+    from transformers import AutoModelForCausalLM
+
+    if adapter_of is not None:
+        from peft import PeftModel
+
+        base = _from_pretrained(AutoModelForCausalLM, Path(adapter_of), dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(path), is_trainable=keep_adapter, local_files_only=True)
+        return model if keep_adapter else _merged_if_adapter(model)
+    return _from_pretrained(AutoModelForCausalLM, Path(path), dtype=torch.float32)
+
+
+def load_reward_model_for_training(path: Path, *, tokenizer, adapter_of: Path | None = None, seed: int = 0):
+    """The base as a reward model in fp32: the LM's weights with a new scalar head (drawn from
+    `seed`), or a reward model's own head when `path` is one."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)  # the new head's initial weights
+    if adapter_of is not None:
+        # A LoRA-tuned LM: merge its adapter into the base, then add the head.
+        lm = load_causal_lm_for_training(path, adapter_of=adapter_of)
+        config = lm.config
+        config.num_labels = 1
+        model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+        missing = model.load_state_dict(lm.state_dict(), strict=False)
+        del lm
+        _init_score(model, missing.missing_keys)
+    else:
+        model = _from_pretrained(AutoModelForSequenceClassification, Path(path), num_labels=1,
+                                 dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _init_score(model, missing: Sequence[str]) -> None:
+    head = reward_head(model)
+    if any(name.startswith(("score", "classifier")) for name in missing):
+        torch.nn.init.normal_(head.weight, std=model.config.initializer_range)
+
+
+def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, task: str):
+    """Wrap `model` with a trainable LoRA adapter (peft); a reward model's head trains whole."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        task_type="SEQ_CLS" if task == "reward" else "CAUSAL_LM",
+                        modules_to_save=["score"] if task == "reward" else None)
+    return get_peft_model(model, config)
+
+
+# --- Reward scores ----------------------------------------------------------------------------
+
+def _unwrap(model):
+    """The transformers model under DDP / peft wrappers."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def reward_head(model) -> torch.nn.Module:
+    base = _unwrap(model)
+    for name in ("score", "classifier"):
+        if hasattr(base, name):
+            return getattr(base, name)
+    raise ValueError(f"{type(base).__name__} has no scalar head (score/classifier): not a reward model.")
+
+
+def _backbone(model) -> torch.nn.Module:
+    base = _unwrap(model)
+    return getattr(base, base.base_model_prefix)
+
+
+def _pad_right(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _pad_left(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def score_sequences(model, sequences: Sequence[Sequence[int]], *, pad_id: int) -> torch.Tensor:
+    """Scores (N,) of whole sequences (prompt + answer), read at each one's last token."""
+    device = next(model.parameters()).device
+    ids, mask = _pad_right(sequences, pad_id, device)  # (N, T)
+    hidden = _backbone(model)(input_ids=ids, attention_mask=mask).last_hidden_state  # (N, T, H)
+    last = mask.sum(dim=1) - 1  # (N,)
+    pooled = hidden[torch.arange(len(sequences), device=device), last]  # (N, H)
+    return reward_head(model)(pooled).squeeze(-1).float()  # (N,)
+
+
+def score_shared_prefix(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
+                        pad_id: int) -> torch.Tensor:
+    """Scores of every answer of several prompts, each prompt encoded once.
+
+    prompts: B token lists; responses: for each prompt its answers' token lists. Returns (N,),
+    the answers in order (prompt 0's answers, then prompt 1's, ...).
+
+    The prompts run left-padded, so each ends in the last column; their KV cache is repeated
+    once per answer and the right-padded answers attend to it with positions that continue
+    each prompt's own. Gradients flow through the cache into the prompt's encoding, so this
+    trains exactly what `score_sequences` trains.
+    """
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    backbone = _backbone(model)
+    prompt_ids, prompt_mask = _pad_left(prompts, pad_id, device)  # (B, P)
+    prompt_pos = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, past_key_values=cache,
+             use_cache=True)
+    owner = torch.tensor([b for b, answers in enumerate(responses) for _ in answers], dtype=torch.long,
+                         device=device)  # (N,) the prompt of each answer
+    cache.batch_select_indices(owner)  # (N, heads, P, d) per layer
+    answers = [a for group in responses for a in group]
+    answer_ids, answer_mask = _pad_right(answers, pad_id, device)  # (N, R)
+    mask = torch.cat([prompt_mask[owner], answer_mask], dim=1)  # (N, P + R)
+    start = prompt_mask.sum(dim=1)[owner]  # (N,) each prompt's real length
+    positions = start.unsqueeze(1) + torch.arange(answer_ids.shape[1], device=device).unsqueeze(0)  # (N, R)
+    hidden = backbone(input_ids=answer_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                      use_cache=True).last_hidden_state  # (N, R, H)
+    last = answer_mask.sum(dim=1) - 1  # (N,)
+    pooled = hidden[torch.arange(len(answers), device=device), last]  # (N, H)
+    return reward_head(model)(pooled).squeeze(-1).float()  # (N,)
+
+
+def score_groups(model, prompts, responses, *, pad_id: int, shared_prefix: bool) -> torch.Tensor:
+    """Scores (N,) of the answers of several prompts, by either method."""
+    if shared_prefix:
+        return score_shared_prefix(model, prompts, responses, pad_id=pad_id)
+    return score_sequences(model, [tuple(p) + tuple(a) for p, group in zip(prompts, responses) for a in group],
+                           pad_id=pad_id)
+
+
+# --- Saving -----------------------------------------------------------------------------------
+
+def save_trained(model, tokenizer, out_dir: Path, *, reward_offset: float | None = None) -> Path:
+    """Write the trained model (or its LoRA adapter) and tokenizer to `out_dir` as safetensors.
+    A reward model also gets REWARD_HEAD_FILE: where its score is read and the offset that
+    centres it (subtracted by every scorer)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    if reward_offset is not None:
+        (out_dir / REWARD_HEAD_FILE).write_text(json.dumps({
+            "pooling": "last_token", "offset": reward_offset,
+            "note": "score = head(hidden state of the last token, the answer's end-of-turn token) - offset",
+        }, indent=2))
+    return out_dir
+
+
+def read_reward_offset(path: Path) -> float:
+    head = Path(path) / REWARD_HEAD_FILE
+    if head.exists():
+        return float(json.loads(head.read_text()).get("offset", 0.0))
+    return 0.0

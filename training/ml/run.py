@@ -1,0 +1,173 @@
+"""One training run from start to saved model, for any kind: what the Celery task calls in its
+worker and `python -m training.ml.launch` calls under `accelerate launch` (several processes).
+
+    run_training(spec, rows, hooks)  ->  RunOutput
+        1. the config, validated (config_from_dict)
+        2. the tokenizer, and the snapshot rows made into examples (train and validation splits)
+        3. the base model (as a reward model for "reward"), with a LoRA adapter if asked
+        4. trainer.train: steps, checkpoints, resume, evaluation
+        5. a reward model's offset, so that the training split's best answers score mean 0
+        6. the model (or adapter) and tokenizer saved to spec.output_dir
+
+No Django: the snapshot's rows come in as dicts (a callable returning a fresh iterator, since
+they are read once per split), progress goes out through Hooks.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from training.ml import data as D
+from training.ml.config import RewardConfig, SFTConfig, TrainConfig, config_from_dict
+from training.ml.models import (
+    add_lora,
+    load_causal_lm_for_training,
+    load_reward_model_for_training,
+    load_tokenizer,
+    resolve_precision,
+    reward_pad_token,
+    save_trained,
+)
+from training.ml.trainer import Hooks, TrainResult, train
+
+
+class TrainingDataError(ValueError):
+    """The snapshot has nothing this kind can learn from; the message says what is missing."""
+
+
+@dataclass
+class RunSpec:
+    kind: str  # "sft" | "reward"
+    base_path: str  # the base model's directory (or GGUF file), or its LoRA adapter's directory
+    config: dict  # the run's config as JSON (validated here)
+    output_dir: str  # where the trained model (or adapter) is saved
+    checkpoint_dir: str  # where checkpoints go (and are resumed from)
+    base_adapter_of: str | None = None  # when base_path is a LoRA adapter: the directory of its base
+
+
+@dataclass
+class RunOutput:
+    config: TrainConfig
+    result: TrainResult
+    data: dict  # {"train": DataStats, "validation": DataStats} as dicts
+    output_dir: Path
+    metrics: dict  # the final metrics the model is registered with
+    device: str
+    lora: bool
+    reward_offset: dict | None = None  # {"mean", "std", "answers"} for reward models
+    seconds: dict = field(default_factory=dict)  # {"prepare", "train", "save"}
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[dict]], tokenizer):
+    """(train, validation, stats) for `kind` from the snapshot's rows; TrainingDataError when the
+    training split has nothing to learn from."""
+    if kind == "sft":
+        assert isinstance(config, SFTConfig)
+        make = lambda split: D.sft_examples(rows(), tokenizer, split=split, max_length=config.max_length,  # noqa: E731
+                                            max_response_tokens=config.max_response_tokens)
+        what = "demonstrations (ideal answers written on the prompt page or imported)"
+    else:
+        assert isinstance(config, RewardConfig)
+        make = lambda split: D.reward_groups(rows(), tokenizer, split=split, max_length=config.max_length,  # noqa: E731
+                                             max_response_tokens=config.max_response_tokens, labels=config.labels,
+                                             use_rating_margin=config.use_rating_margin,
+                                             margin_scale=config.margin_scale)
+        what = "rankings with at least one untied pair"
+    train_examples, train_stats = make("train")
+    validation, validation_stats = make("validation")
+    if not train_examples:
+        held = (f" ({validation_stats.examples} are in the validation split: make a snapshot with a smaller "
+                "validation share, or add labels)") if validation_stats.examples else ""
+        raise TrainingDataError(f"The snapshot's training split has no {what}{held}. "
+                                f"Add some and make a new snapshot, then start the run again.")
+    return train_examples, validation, {"train": train_stats.as_dict(), "validation": validation_stats.as_dict()}
+
+
+def _tokenizer_source(base: Path, adapter_of: Path | None) -> Path:
+    """An adapter's folder has the tokenizer it was trained with; else its base has it."""
+    if adapter_of is not None and not (base / "tokenizer_config.json").exists():
+        return adapter_of
+    return base
+
+
+def _device(accelerator) -> torch.device:
+    return accelerator.device if accelerator is not None else torch.device("cpu")
+
+
+def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Hooks | None = None,
+                 accelerator=None) -> RunOutput:
+    from training.ml.reward import RewardTask, reward_offset
+    from training.ml.sft import SFTTask
+
+    hooks = hooks or Hooks()
+    t0 = time.perf_counter()
+    config = config_from_dict(spec.kind, spec.config)
+    seed_everything(config.seed)
+    device = _device(accelerator)
+    precision = resolve_precision(config.precision, device)
+    base = Path(spec.base_path)
+    adapter_of = Path(spec.base_adapter_of) if spec.base_adapter_of else None
+    tokenizer = load_tokenizer(_tokenizer_source(base, adapter_of))
+    if spec.kind == "reward":
+        reward_pad_token(tokenizer)
+    hooks.progress(0, 0)
+    train_examples, validation, data_stats = build_examples(spec.kind, config, rows, tokenizer)
+    hooks.progress(0, 0)
+
+    if spec.kind == "reward":
+        model = load_reward_model_for_training(base, tokenizer=tokenizer, adapter_of=adapter_of, seed=config.seed)
+    else:
+        # A LoRA run on a LoRA model trains the same adapter further (unmerged); a full run merges it.
+        model = load_causal_lm_for_training(base, adapter_of=adapter_of, keep_adapter=config.lora)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if config.lora and not hasattr(model, "peft_config"):
+        torch.manual_seed(config.seed)
+        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                         target_modules=config.lora_target_modules, task=spec.kind)
+    model.to(device)
+    pad_id = tokenizer.pad_token_id
+    if spec.kind == "reward":
+        task = RewardTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
+                          precision=precision)
+    else:
+        task = SFTTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
+                       precision=precision)
+    t1 = time.perf_counter()
+    result = train(model=model, task=task, config=config, checkpoint_dir=Path(spec.checkpoint_dir), hooks=hooks,
+                   accelerator=accelerator)
+    t2 = time.perf_counter()
+
+    offset = None
+    if spec.kind == "reward" and config.normalize:
+        best = D.best_answers(rows(), tokenizer, split="train", max_length=config.max_length,
+                              max_response_tokens=config.max_response_tokens)
+        mean, std, count = reward_offset(model, best, pad_id=pad_id, device=device, precision=precision,
+                                         tokens_per_microbatch=config.tokens_per_microbatch)
+        offset = {"mean": round(mean, 6), "std": round(std, 6), "answers": count}
+    is_main = accelerator is None or accelerator.is_main_process
+    if is_main:
+        save_trained(model, tokenizer, Path(spec.output_dir),
+                     reward_offset=(offset or {}).get("mean", 0.0) if spec.kind == "reward" else None)
+    if accelerator is not None and accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+    t3 = time.perf_counter()
+    metrics = {k: v for k, v in result.final_metrics.items()}
+    if result.history:
+        metrics["train/loss"] = result.history[-1].get("loss")
+    metrics["steps"] = result.steps
+    return RunOutput(config=config, result=result, data=data_stats, output_dir=Path(spec.output_dir), metrics=metrics,
+                     device=f"{device} ({precision})", lora=config.lora, reward_offset=offset,
+                     seconds={"prepare": round(t1 - t0, 2), "train": round(t2 - t1, 2), "save": round(t3 - t2, 2)})
