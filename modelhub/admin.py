@@ -5,10 +5,10 @@ from modelhub.models import GenerationJob, ModelArtifact, ProjectGenerator
 
 @admin.register(ModelArtifact)
 class ModelArtifactAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "kind", "format", "parent", "snapshot_sha256", "created_at")
-    list_filter = ("kind", "format")
-    search_fields = ("name", "path", "snapshot_sha256")
-    raw_id_fields = ("parent", "created_by")
+    list_display = ("id", "name", "kind", "format", "project", "parent", "snapshot_sha256", "created_at")
+    list_filter = ("kind", "format", "project")
+    search_fields = ("name", "path", "snapshot__sha256", "checksum")
+    raw_id_fields = ("parent", "project", "snapshot", "reference_model", "reward_model", "created_by")
     readonly_fields = ("created_at",)
 
 

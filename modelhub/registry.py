@@ -49,14 +49,21 @@ def model_register(
     kind: str = ModelArtifact.Kind.BASE,
     format: str = "",
     parent: ModelArtifact | None = None,
-    snapshot_sha256: str = "",
+    project=None,
+    snapshot=None,
+    reference_model: ModelArtifact | None = None,
+    reward_model: ModelArtifact | None = None,
     config: dict | None = None,
     metrics: dict | None = None,
+    library_versions: dict | None = None,
+    checksum: str | None = None,
     description: str = "",
     created_by=None,
 ) -> ModelArtifact:
     """Add one artifact to the registry. The path must exist; its format is detected when not
-    given. A peft adapter needs its parent (the model it adapts)."""
+    given. A peft adapter needs its parent (the model it adapts). A trained model names its
+    project, the snapshot (training.DatasetSnapshot) it was trained on and the models it was
+    trained against; its weights' checksum is computed here unless given."""
     name = (name or "").strip()
     if not name:
         raise ValidationFailed("A model needs a name.", {"name": ["This cannot be empty."]})
@@ -76,19 +83,46 @@ def model_register(
     if format == FORMAT_PEFT and parent is None:
         raise ValidationFailed("A peft adapter needs its parent model (the model it adapts).",
                                {"parent": ["Required for an adapter."]})
-    if snapshot_sha256 and len(snapshot_sha256) != 64:
-        raise ValidationFailed("snapshot_sha256 must be a 64-character sha256.", {"snapshot": ["Not a sha256."]})
+    if snapshot is not None and project is None:
+        project = snapshot.project
     if ModelArtifact.objects.filter(name=name).exists():
         raise Conflict(f"A model named {name!r} is already registered.")
     try:
         with transaction.atomic():
             return ModelArtifact.objects.create(
-                name=name, kind=kind, format=format, path=_store_relative(path), parent=parent,
-                snapshot_sha256=snapshot_sha256, config=config or {}, metrics=metrics or {},
+                name=name, kind=kind, format=format, path=_store_relative(path), parent=parent, project=project,
+                snapshot=snapshot, reference_model=reference_model, reward_model=reward_model,
+                checksum=weights_checksum(path) if checksum is None else checksum,
+                library_versions=library_versions or {}, config=config or {}, metrics=metrics or {},
                 description=description, created_by=created_by,
             )
     except IntegrityError as exc:
         raise Conflict(f"A model named {name!r} is already registered.") from exc
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def weights_checksum(path: Path) -> str:
+    """sha256 over an artifact's weight files, each as its name then its bytes, in name order;
+    "" when it has none (or cannot be read). A GGUF file is its own weights."""
+    import hashlib
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES) \
+        if path.is_dir() else []
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    try:
+        for file in files:
+            digest.update(file.name.encode() + b"\0")
+            with open(file, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()
 
 
 def model_import(*, path: str | Path, name: str, kind: str = ModelArtifact.Kind.BASE,
@@ -120,12 +154,17 @@ def model_import(*, path: str | Path, name: str, kind: str = ModelArtifact.Kind.
 
 @transaction.atomic
 def project_generator_set(*, user, project, model: ModelArtifact) -> ProjectGenerator:
-    """Make `model` the one that writes `project`'s candidates (promoting a policy)."""
+    """Make `model` the one that writes `project`'s candidates (promoting a policy): the only way
+    a project's generator changes. The model must write answers and be the project's own (trained
+    on its labels) or an imported one (no project)."""
     if not has_role(user, ADMIN):
         raise PermissionDeniedError("Only admins can choose a project's generator.")
     if not model.is_generative:
         raise ValidationFailed(f"{model.name} is a reward model: it scores answers, it cannot write them.",
                                {"model": ["Not a generative model."]})
+    if model.project_id is not None and model.project_id != project.pk:
+        raise ValidationFailed(f"{model.name} was trained on another project's labels; promote it in its own "
+                               "project, or import it to share it.", {"model": ["Another project's model."]})
     generator, _ = ProjectGenerator.objects.update_or_create(project=project,
                                                              defaults={"model": model, "set_by": user})
     return generator

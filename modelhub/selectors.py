@@ -14,17 +14,6 @@ from modelhub.models import GenerationJob, ModelArtifact, ProjectGenerator
 from studio.errors import NotFound, PermissionDeniedError
 from studio.roles import REVIEWER, has_role
 
-# When a project has chosen no generator, the newest model of the most trained kind writes.
-GENERATOR_KIND_PREFERENCE = (
-    ModelArtifact.Kind.POLICY,
-    ModelArtifact.Kind.DPO,
-    ModelArtifact.Kind.BEST_OF_N,
-    ModelArtifact.Kind.SFT,
-    ModelArtifact.Kind.PROMPT_TUNED,
-    ModelArtifact.Kind.BASE,
-)
-
-
 def _check_reviewer(user, what: str) -> None:
     if not has_role(user, REVIEWER):
         raise PermissionDeniedError(f"Only reviewers and admins can see {what}.")
@@ -61,16 +50,18 @@ def model_children(*, model: ModelArtifact) -> QuerySet[ModelArtifact]:
 
 
 def project_generator_model(*, project: Project) -> ModelArtifact | None:
-    """The model that writes `project`'s candidates: the one chosen for the project
-    (ProjectGenerator), else the newest model of the most trained generative kind."""
+    """The model that writes `project`'s candidates: the one an admin promoted for the project
+    (ProjectGenerator), else the default model (the first imported base model). Training a model
+    never changes it: a policy trained on one project's labels must not start writing another
+    project's candidates because it is the newest."""
+    from modelhub.default_model import DEFAULT_MODEL_NAME
+
     chosen = ProjectGenerator.objects.select_related("model").filter(project=project).first()
     if chosen is not None:
         return chosen.model
-    for kind in GENERATOR_KIND_PREFERENCE:
-        model = ModelArtifact.objects.filter(kind=kind).order_by("-created_at", "-id").first()
-        if model is not None:
-            return model
-    return None
+    default = ModelArtifact.objects.filter(name=DEFAULT_MODEL_NAME, kind=ModelArtifact.Kind.BASE).first()
+    return default or ModelArtifact.objects.filter(kind=ModelArtifact.Kind.BASE, project__isnull=True).order_by(
+        "created_at", "id").first()
 
 
 def generation_job_list(*, user, project: Project | None = None) -> QuerySet[GenerationJob]:

@@ -62,3 +62,16 @@ class CandidateFactory(factory.django.DjangoModelFactory):
     prompt = factory.SubFactory(PromptFactory)
     text = factory.Sequence(lambda n: f"A candidate answer {n}.")
     source = Source.IMPORTED
+
+
+class DatasetSnapshotFactory(factory.django.DjangoModelFactory):
+    """A snapshot row with a given hash and no file: for registry and lineage tests that only
+    need a snapshot to point at (the training tests make real snapshots)."""
+
+    class Meta:
+        model = "training.DatasetSnapshot"
+        django_get_or_create = ("sha256",)
+
+    project = factory.SubFactory(ProjectFactory)
+    sha256 = factory.Sequence(lambda n: f"{n:064x}")
+    path = factory.LazyAttribute(lambda o: f"snapshots/{o.sha256}.jsonl")

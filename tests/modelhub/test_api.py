@@ -7,7 +7,7 @@ from kombu.exceptions import OperationalError
 from modelhub import services
 from modelhub.models import GenerationJob
 from modelhub.registry import model_register
-from tests.factories import CandidateFactory, PromptFactory
+from tests.factories import CandidateFactory, DatasetSnapshotFactory, PromptFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -16,9 +16,10 @@ SNAPSHOT = "ab" * 32
 
 @pytest.fixture
 def lineage(tiny_model, tiny_model_dir):
-    sft = model_register(name="sft-1", path=tiny_model_dir, kind="sft", parent=tiny_model, snapshot_sha256=SNAPSHOT)
-    policy = model_register(name="ppo-1", path=tiny_model_dir, kind="policy", parent=sft, snapshot_sha256="cd" * 32,
-                            metrics={"reward": 1.5})
+    first = DatasetSnapshotFactory(sha256=SNAPSHOT)
+    sft = model_register(name="sft-1", path=tiny_model_dir, kind="sft", parent=tiny_model, snapshot=first)
+    policy = model_register(name="ppo-1", path=tiny_model_dir, kind="policy", parent=sft, metrics={"reward": 1.5},
+                            snapshot=DatasetSnapshotFactory(sha256="cd" * 32, project=first.project))
     return tiny_model, sft, policy
 
 
@@ -53,13 +54,20 @@ def test_models_are_for_reviewers_and_admins(client_as, reviewer, annotator, lin
     assert client_as(annotator).get(f"/api/v1/models/{lineage[0].pk}/").status_code == 403
 
 
-def test_project_generator_get_and_put(client_as, admin_user, reviewer, gen_project, lineage):
-    base, sft, policy = lineage
+def test_project_generator_changes_only_when_an_admin_promotes_a_model(client_as, admin_user, reviewer,
+                                                                       gen_project, lineage):
+    base, sft, policy = lineage  # trained on another project's labels
     url = f"/api/v1/projects/{gen_project.slug}/generator/"
-    assert client_as(reviewer).get(url).json()["id"] == policy.pk  # newest of the most trained kind
+    # A newer, more trained model exists, but nobody promoted it: the project keeps the base.
+    assert client_as(reviewer).get(url).json()["id"] == base.pk
+    refused = client_as(admin_user).put(url, {"model": policy.pk}, format="json")
+    assert refused.status_code == 400 and "another project" in refused.json()["detail"]
     assert client_as(reviewer).put(url, {"model": base.pk}, format="json").status_code == 403
-    assert client_as(admin_user).put(url, {"model": base.pk}, format="json").json()["id"] == base.pk
-    assert client_as(admin_user).get(url).json()["id"] == base.pk
+    own = model_register(name="ppo-own", path=base.path, kind="policy", parent=base, project=gen_project)
+    assert client_as(reviewer).get(url).json()["id"] == base.pk
+    assert client_as(admin_user).put(url, {"model": own.pk}, format="json").json()["id"] == own.pk
+    assert client_as(admin_user).get(url).json()["id"] == own.pk
+    assert client_as(admin_user).get(f"/api/v1/projects/{policy.project.slug}/generator/").json()["id"] == base.pk
 
 
 # --- Generation jobs ---------------------------------------------------------------------------

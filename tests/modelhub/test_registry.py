@@ -10,6 +10,7 @@ from modelhub.models import ModelArtifact
 from modelhub.registry import model_import, model_register, model_resolve_path
 from modelhub.selectors import model_lineage
 from studio.errors import Conflict, ValidationFailed
+from tests.factories import DatasetSnapshotFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -55,10 +56,15 @@ def test_paths_inside_the_store_are_kept_relative(settings, tmp_path, tiny_model
 
 def test_lineage_runs_back_to_the_base(tiny_model_dir):
     base = model_register(name="base", path=tiny_model_dir)
-    sft = model_register(name="sft", path=tiny_model_dir, kind="sft", parent=base, snapshot_sha256="a" * 64)
-    rm = model_register(name="rm", path=tiny_model_dir, kind="reward", parent=sft, snapshot_sha256="b" * 64)
+    first = DatasetSnapshotFactory(sha256="a" * 64)
+    sft = model_register(name="sft", path=tiny_model_dir, kind="sft", parent=base, snapshot=first)
+    second = DatasetSnapshotFactory(sha256="b" * 64, project=first.project)
+    rm = model_register(name="rm", path=tiny_model_dir, kind="reward", parent=sft, snapshot=second,
+                        reference_model=sft, library_versions={"torch": "2.13.0"})
     assert model_lineage(model=rm) == [rm, sft, base]
-    assert rm.snapshot == "b" * 64
+    assert rm.snapshot_sha256 == "b" * 64 and rm.project == first.project  # a trained model belongs to a project
+    assert rm.reference_model == sft and base.project is None
+    assert len(rm.checksum) == 64 and rm.checksum == base.checksum  # the same weight files
     with pytest.raises(Conflict):
         model_register(name="rm", path=tiny_model_dir)
     with pytest.raises(ValidationFailed, match="Unknown model kind"):

@@ -113,16 +113,16 @@ def test_broker_down_fails_the_job_with_a_clear_message(admin_user, gen_project,
     assert not Candidate.objects.exists()  # nothing ran inline
 
 
-def test_generator_choice_prefers_the_project_setting_then_the_most_trained_kind(gen_project, tiny_model,
-                                                                                 tiny_model_dir, admin_user):
-    assert project_generator_model(project=gen_project) == tiny_model
-    sft = model_register(name="sft-1", path=tiny_model_dir, kind="sft", parent=tiny_model)
-    model_register(name="rm-1", path=tiny_model_dir, kind="reward", parent=sft)
-    assert project_generator_model(project=gen_project) == sft
+def test_generator_is_the_base_until_an_admin_promotes_a_model(gen_project, tiny_model, tiny_model_dir, admin_user):
     from modelhub.registry import project_generator_set
 
-    project_generator_set(user=admin_user, project=gen_project, model=tiny_model)
     assert project_generator_model(project=gen_project) == tiny_model
+    sft = model_register(name="sft-1", path=tiny_model_dir, kind="sft", parent=tiny_model, project=gen_project)
+    model_register(name="rm-1", path=tiny_model_dir, kind="reward", parent=sft, project=gen_project)
+    model_register(name="base-2", path=tiny_model_dir, kind="base")  # a later import is not the default either
+    assert project_generator_model(project=gen_project) == tiny_model  # trained, not promoted: no change
+    project_generator_set(user=admin_user, project=gen_project, model=sft)
+    assert project_generator_model(project=gen_project) == sft
     assert ProjectGenerator.objects.get(project=gen_project).set_by == admin_user
 
 

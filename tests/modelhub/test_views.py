@@ -8,7 +8,7 @@ from django.urls import reverse
 from modelhub import services
 from modelhub.models import GenerationJob
 from modelhub.registry import model_register
-from tests.factories import PromptFactory
+from tests.factories import DatasetSnapshotFactory, PromptFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def prompts(gen_project):
 
 def test_model_list_and_lineage_page(as_user, reviewer, annotator, tiny_model, tiny_model_dir):
     sft = model_register(name="sft-<b>1</b>", path=tiny_model_dir, kind="sft", parent=tiny_model,
-                         snapshot_sha256="ef" * 32)
+                         snapshot=DatasetSnapshotFactory(sha256="ef" * 32))
     page = as_user(reviewer).get(reverse("modelhub:model_list")).content.decode()
     assert "tiny-llama" in page and "sft-&lt;b&gt;1&lt;/b&gt;" in page and "<b>1</b>" not in page
     page = as_user(reviewer).get(reverse("modelhub:model_detail", args=[sft.pk])).content.decode()
