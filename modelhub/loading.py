@@ -178,31 +178,117 @@ def load_causal_lm(path: str | Path, *, format: str = "", device: torch.device |
                        seconds=time.perf_counter() - t0)
 
 
+# --- Reward models ------------------------------------------------------------------------------
+
+# Written beside a trained reward model's weights: where its score is read and the offset that
+# centres it (training.ml.models.save_trained writes it; every scorer subtracts the offset).
+REWARD_HEAD_FILE = "reward_head.json"
+
+
+def read_reward_offset(path: str | Path) -> float:
+    head = Path(path) / REWARD_HEAD_FILE
+    if head.exists():
+        try:
+            return float(json.loads(head.read_text()).get("offset", 0.0))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelLoadError(f"Cannot read {head}: {exc}") from exc
+    return 0.0
+
+
+@dataclass
+class LoadedRewardModel:
+    """A reward model ready to score: a sequence-classification model with one output."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    offset: float  # subtracted from every raw score
+    path: str
+    seconds: float
+
+
+def load_reward_model(path: str | Path, *, format: str = "", device: torch.device | str | None = None,
+                      base_path: str | Path | None = None) -> LoadedRewardModel:
+    """Load a reward model (a Hugging Face sequence-classification model with one label, or a
+    peft adapter on its base, merged) in eval mode on `device`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"Model path {path} does not exist (was the model store moved or deleted?).")
+    format = format or detect_format(path)
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    dtype = pick_dtype(device)
+    t0 = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if format == FORMAT_PEFT:
+            from peft import PeftModel
+
+            base = Path(base_path or read_adapter_base(path))
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, local_files_only=True,
+                                                                       dtype=dtype)
+            model = PeftModel.from_pretrained(model, path, local_files_only=True).merge_and_unload()
+        elif format == FORMAT_HF:
+            model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=dtype)
+        else:
+            raise ModelLoadError(f"{path} is a {format} file; reward models are saved as model directories.")
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"Cannot load reward model {path}: {exc}") from exc
+    if getattr(model.config, "num_labels", 1) != 1:
+        raise ModelLoadError(f"{path} has {model.config.num_labels} outputs; a reward model has one.")
+    model.to(device)
+    model.eval()
+    return LoadedRewardModel(model=model, tokenizer=tokenizer, device=device, dtype=dtype,
+                             offset=read_reward_offset(path), path=str(path), seconds=time.perf_counter() - t0)
+
+
 # A worker generates for many jobs with the same model: keep the last few loaded (keyed by path,
 # format, device and the artifact's mtime so a replaced directory is reloaded).
-_CACHE: dict[tuple, LoadedModel] = {}
+_CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = int(os.environ.get("STUDIO_MODEL_CACHE_SIZE", "2"))
 
 
-def load_cached(path: str | Path, *, format: str = "", device: str | None = None,
-                base_path: str | Path | None = None) -> LoadedModel:
-    path = Path(path)
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        mtime = None
-    resolved = pick_device(device)
-    key = (str(path), format, str(resolved), str(base_path or ""), mtime)
+def _cached(key: tuple, load):
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-    loaded = load_causal_lm(path, format=format, device=resolved, base_path=base_path)
+    loaded = load()
     with _CACHE_LOCK:
         _CACHE[key] = loaded
         while len(_CACHE) > max(_CACHE_SIZE, 1):
             _CACHE.pop(next(iter(_CACHE)))
     return loaded
+
+
+def _cache_key(what: str, path: Path, format: str, device, base_path) -> tuple:
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = None
+    return (what, str(path), format, str(device), str(base_path or ""), mtime)
+
+
+def load_cached(path: str | Path, *, format: str = "", device: str | None = None,
+                base_path: str | Path | None = None) -> LoadedModel:
+    path = Path(path)
+    resolved = pick_device(device)
+    return _cached(_cache_key("lm", path, format, resolved, base_path),
+                   lambda: load_causal_lm(path, format=format, device=resolved, base_path=base_path))
+
+
+def load_reward_cached(path: str | Path, *, format: str = "", device: str | None = None,
+                       base_path: str | Path | None = None) -> LoadedRewardModel:
+    path = Path(path)
+    resolved = pick_device(device)
+    return _cached(_cache_key("reward", path, format, resolved, base_path),
+                   lambda: load_reward_model(path, format=format, device=resolved, base_path=base_path))
 
 
 def clear_cache() -> None:

@@ -157,6 +157,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "ImportFormatEnum": ["self-instruct", "fgrlhf", "jsonl"],
+        "JobStatusEnum": "studio.jobs.Job.Status",
         "ModelFormatEnum": "modelhub.models.ModelArtifact.Format",
         "ModelKindEnum": "modelhub.models.ModelArtifact.Kind",
         "PromptKindEnum": "labeling.models.Prompt.Kind",
@@ -190,9 +191,12 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Generation and training each have their own queue, so GPU workers on other machines can serve
+# them alone; evaluations, snapshots, imports and exports go to `default`.
 CELERY_TASK_ROUTES = {
     "modelhub.tasks.*": {"queue": "generation"},
-    "training.tasks.*": {"queue": "training"},
+    "training.tasks.training_run_task": {"queue": "training"},
+    "training.tasks.*": {"queue": "default"},
 }
 # Never run a job inline when the broker is down: a failed publish is an error the caller reports.
 CELERY_TASK_ALWAYS_EAGER = False

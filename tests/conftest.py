@@ -1,5 +1,7 @@
 import os
 
+import signal
+
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,3 +79,49 @@ def tiny_model(db, tiny_model_dir):
     from modelhub.registry import model_register
 
     return model_register(name="tiny-llama", path=tiny_model_dir, kind="base")
+
+
+@pytest.fixture
+def broker_data_dir(tmp_path):
+    """Point this process's Celery producer at a private filesystem broker folder: the same
+    folders the worker computes from STUDIO_DATA_DIR=<this dir>."""
+    from studio.celery import app
+
+    data = tmp_path / "data"
+    folders = {name: data / "broker" / name for name in ("queue", "processed", "results")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    saved = app.conf.broker_transport_options
+    uses_filesystem = app.conf.broker_url.startswith("filesystem")
+
+    def reset_pools():
+        if app._pool is not None:
+            app._pool.force_close_all()
+            app._pool = None
+        app.amqp._producer_pool = None
+
+    if uses_filesystem:
+        app.conf.broker_transport_options = {
+            **saved, "data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"])}
+        reset_pools()
+    yield data
+    if uses_filesystem:
+        app.conf.broker_transport_options = saved
+        reset_pools()
+
+
+@pytest.fixture
+def workers(broker_data_dir, tmp_path):
+    started: list = []
+
+    def start(name="gen-test@%h", queues="generation,default", **env):
+        from tests.celery_workers import Worker
+
+        worker = Worker(broker_data_dir, tmp_path / "worker.log", name, env, queues=queues).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill(signal.SIGTERM)

@@ -1,7 +1,7 @@
-"""Dataset snapshot endpoints; studio/urls.py includes them under /api/v1/."""
+"""Dataset snapshot, training run and evaluation endpoints; studio/urls.py includes them under /api/v1/."""
 from django.urls import path
 
-from training import api
+from training import api, api_runs
 
 urlpatterns = [
     path("projects/<slug:slug>/snapshots/", api.SnapshotListCreateApi.as_view(), name="api-project-snapshots"),
@@ -9,4 +9,15 @@ urlpatterns = [
     # Not `<format>`: DRF reads a `format` URL kwarg as a renderer suffix.
     path("snapshots/<str:sha256>/export/<str:export_format>/", api.SnapshotExportApi.as_view(),
          name="api-snapshot-export"),
+    path("training-runs/", api_runs.TrainingRunListCreateApi.as_view(), name="api-training-runs"),
+    path("training-runs/<int:run_id>/", api_runs.TrainingRunDetailApi.as_view(), name="api-training-run"),
+    path("training-runs/<int:run_id>/metrics/", api_runs.TrainingRunMetricsApi.as_view(),
+         name="api-training-run-metrics"),
+    path("training-runs/<int:run_id>/cancel/", api_runs.TrainingRunCancelApi.as_view(),
+         name="api-training-run-cancel"),
+    path("models/<int:model_id>/evaluations/", api_runs.ModelEvaluationListCreateApi.as_view(),
+         name="api-model-evaluations"),
+    path("models/<int:model_id>/evaluations/<int:evaluation_id>/", api_runs.ModelEvaluationDetailApi.as_view(),
+         name="api-model-evaluation"),
+    path("models/<int:model_id>/score/", api_runs.ModelScoreApi.as_view(), name="api-model-score"),
 ]

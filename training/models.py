@@ -1,18 +1,21 @@
-"""Training's data: frozen, hashed dataset snapshots of a project's labels (and, on the roadmap,
-training runs that read them).
+"""Training's data: frozen, hashed dataset snapshots of a project's labels, the training runs
+that read them, their metrics over steps, and evaluations of the models they make.
 
 Snapshots live in `training/` and not in `labeling/` because training reads snapshots only:
 a trainer never queries Prompt or Ranking rows, it reads one immutable snapshot file named by
 its sha256, so every model traces back to exactly the labels that made it
-(modelhub.ModelArtifact.snapshot_sha256 names that file). Labeling owns the live, growing
+(modelhub.ModelArtifact.snapshot points at it). Labeling owns the live, growing
 labels; training owns the frozen copies it learns from.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+
+from studio.jobs import Job
 
 # Bump when the canonical row layout changes: a new schema gives new hashes for the same labels,
 # which is right, because the file's bytes differ.
@@ -68,3 +71,126 @@ class DatasetSnapshot(models.Model):
     @property
     def file_path(self) -> Path:
         return Path(settings.DATA_DIR) / self.path
+
+
+class TrainingRun(Job):
+    """One training run: a base model trained on a snapshot's labels into a new registered model.
+
+    Runs on the Celery `training` queue (training.tasks); its lifecycle (claim, heartbeat,
+    cancel, recovery after a killed worker) is every job's (studio.jobs). Checkpoints live in
+    DATA_DIR/runs/<id>/checkpoints: a restarted worker resumes from the newest one. Metrics
+    over steps are TrainingMetric rows (the run page plots them live); `metrics` holds the
+    latest of each.
+    """
+
+    task_name = "training.tasks.training_run_task"
+    label = "Training run"
+    # A step of the default model takes seconds; a checkpoint of it a few more.
+    stale_after = timedelta(seconds=300)
+
+    class Kind(models.TextChoices):
+        SFT = "sft", "Supervised fine-tuning"
+        REWARD = "reward", "Reward model"
+        PPO = "ppo", "PPO"
+        DPO = "dpo", "DPO"
+        BEST_OF_N = "best_of_n", "Best-of-n"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    project = models.ForeignKey("labeling.Project", on_delete=models.PROTECT, related_name="training_runs")
+    base_model = models.ForeignKey("modelhub.ModelArtifact", on_delete=models.PROTECT, related_name="training_runs")
+    # The reward model a policy is trained against (PPO, best-of-n); null for SFT and reward runs.
+    reward_model = models.ForeignKey("modelhub.ModelArtifact", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    snapshot = models.ForeignKey(DatasetSnapshot, to_field="sha256", on_delete=models.PROTECT,
+                                 related_name="training_runs")
+    # The validated config with every default filled in (training.ml.config): what ran.
+    config = models.JSONField(default=dict)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    epoch = models.FloatField(default=0.0)
+    # The latest value of every metric (train and validation), and the final ones once finished.
+    metrics = models.JSONField(default=dict, blank=True)
+    # What the snapshot gave: examples, pairs, truncation and identical-pair counts per split.
+    data_stats = models.JSONField(default=dict, blank=True)
+    checkpoint_step = models.PositiveIntegerField(null=True, blank=True)  # the newest checkpoint
+    resumed_from_step = models.PositiveIntegerField(null=True, blank=True)  # the last resume started here
+    resumes = models.PositiveSmallIntegerField(default=0)
+    log_tail = models.TextField(blank=True)  # the last lines of the run's log, for the run page
+    model = models.OneToOneField("modelhub.ModelArtifact", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="training_run")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return int(100 * self.step / self.total_steps) if self.total_steps else 0
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(settings.DATA_DIR) / "runs" / str(self.pk)
+
+
+class TrainingMetric(models.Model):
+    """A run's metrics at one step: the training step's (loss, learning rate, grad norm, ...) or
+    an evaluation's on the validation split. A resumed run rewrites the steps after its
+    checkpoint, so the series is the uninterrupted run's."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "Training step"
+        VALIDATION = "validation", "Validation"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metric_rows")
+    split = models.CharField(max_length=12, choices=Split.choices)
+    step = models.PositiveIntegerField()
+    values = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step", "split"]
+        constraints = [models.UniqueConstraint(fields=["run", "split", "step"], name="training_metric_once_per_step")]
+
+
+class ModelEvaluation(Job):
+    """A reward model scored on a snapshot's ranked pairs: pairwise accuracy (ties excluded) with
+    its 95% interval, pairs scored, pairs identical after truncation, accuracy per import source.
+    Runs on the `default` queue, so a long training run never holds it up."""
+
+    task_name = "training.tasks.model_evaluation_task"
+    label = "Evaluation"
+
+    class Split(models.TextChoices):
+        VALIDATION = "validation", "Validation split"
+        TRAIN = "train", "Training split"
+        ALL = "all", "All prompts"
+
+    model = models.ForeignKey("modelhub.ModelArtifact", on_delete=models.CASCADE, related_name="evaluations")
+    snapshot = models.ForeignKey(DatasetSnapshot, to_field="sha256", on_delete=models.PROTECT,
+                                 related_name="evaluations")
+    split = models.CharField(max_length=12, choices=Split.choices, default=Split.VALIDATION)
+    # The run that trained the model made it (its final validation), else an admin asked for it.
+    training_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="evaluations")
+    accuracy = models.FloatField(null=True, blank=True)
+    # {"accuracy", "accuracy_ci", "ci_method", "pairs", "prompts", "identical_pairs", "by_source",
+    #  "loss", "truncated_prompts", "truncated_responses"}
+    results = models.JSONField(default=dict, blank=True)
+    batches_done = models.PositiveIntegerField(default=0)
+    batches_total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Evaluation {self.pk} of model {self.model_id} ({self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return int(100 * self.batches_done / self.batches_total) if self.batches_total else 0

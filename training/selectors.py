@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from labeling.models import Project
 from studio.errors import NotFound, PermissionDeniedError, ValidationFailed
 from studio.roles import ADMIN, REVIEWER, has_role
-from training.models import DatasetSnapshot
+from training.models import DatasetSnapshot, ModelEvaluation, TrainingMetric, TrainingRun
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -57,3 +57,51 @@ def snapshot_by_hash_prefix(prefix: str) -> DatasetSnapshot:
     if len(matches) > 1:
         raise ValidationFailed(f"{prefix} is the start of several snapshots' hashes; give more of it.")
     return matches[0]
+
+
+# --- Training runs and evaluations ------------------------------------------------------------
+#
+# Runs are admin work like the rest of training (annotators and reviewers get 403); a model's
+# evaluations are read by reviewers too, like the model itself.
+
+def _check_admin(user) -> None:
+    if not has_role(user, ADMIN):
+        raise PermissionDeniedError("Only admins can see training runs.")
+
+
+def training_run_list(*, user, project: Project | None = None) -> QuerySet[TrainingRun]:
+    _check_admin(user)
+    runs = TrainingRun.objects.select_related("project", "base_model", "snapshot", "model", "created_by")
+    return (runs.filter(project=project) if project is not None else runs).order_by("-id")
+
+
+def access_training_run(*, user, run_id: int) -> TrainingRun:
+    _check_admin(user)
+    run = TrainingRun.objects.select_related("project", "base_model", "snapshot", "model", "created_by").filter(
+        pk=run_id).first()
+    if run is None:
+        raise NotFound(f"No training run with id {run_id}.")
+    return run
+
+
+def training_run_metrics(*, run: TrainingRun, after=None) -> QuerySet[TrainingMetric]:
+    rows = run.metric_rows.order_by("step", "split")
+    if after not in (None, ""):
+        try:
+            rows = rows.filter(step__gt=int(after))
+        except (TypeError, ValueError) as exc:
+            raise ValidationFailed("after must be a step number.", {"after": ["An integer."]}) from exc
+    return rows
+
+
+def model_evaluation_list(*, user, model) -> QuerySet[ModelEvaluation]:
+    _check_reviewer(user)
+    return model.evaluations.select_related("snapshot", "created_by").order_by("-id")
+
+
+def access_model_evaluation(*, user, model, evaluation_id: int) -> ModelEvaluation:
+    _check_reviewer(user)
+    evaluation = model.evaluations.filter(pk=evaluation_id).first()
+    if evaluation is None:
+        raise NotFound(f"Model {model.pk} has no evaluation {evaluation_id}.")
+    return evaluation

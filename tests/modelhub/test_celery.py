@@ -7,27 +7,18 @@ The worker gets its own broker folder (STUDIO_DATA_DIR of a temp dir) and the te
 """
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from labeling.models import Candidate
 from modelhub import services
 from modelhub.models import GenerationJob
+from tests.celery_workers import wait_for
 from tests.factories import PromptFactory
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(settings.BASE_DIR)
-CELERY = Path(sys.executable).parent / "celery"
 
 
 def slow_safety_check(text: str) -> list[dict]:
@@ -35,101 +26,6 @@ def slow_safety_check(text: str) -> list[dict]:
     the worker between two chunks."""
     time.sleep(0.4)
     return []
-
-
-def _database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    auth = quote(s["USER"] or "")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"])
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-@pytest.fixture
-def broker_data_dir(tmp_path):
-    """Point this process's Celery producer at a private filesystem broker folder: the same
-    folders the worker computes from STUDIO_DATA_DIR=<this dir>."""
-    from studio.celery import app
-
-    data = tmp_path / "data"
-    folders = {name: data / "broker" / name for name in ("queue", "processed", "results")}
-    for folder in folders.values():
-        folder.mkdir(parents=True)
-    saved = app.conf.broker_transport_options
-    uses_filesystem = app.conf.broker_url.startswith("filesystem")
-
-    def reset_pools():
-        if app._pool is not None:
-            app._pool.force_close_all()
-            app._pool = None
-        app.amqp._producer_pool = None
-
-    if uses_filesystem:
-        app.conf.broker_transport_options = {
-            **saved, "data_folder_in": str(folders["queue"]), "data_folder_out": str(folders["queue"]),
-            "processed_folder": str(folders["processed"])}
-        reset_pools()
-    yield data
-    if uses_filesystem:
-        app.conf.broker_transport_options = saved
-        reset_pools()
-
-
-class Worker:
-    def __init__(self, data_dir: Path, log_path: Path, name: str, extra_env: dict | None = None):
-        self.data_dir, self.log_path, self.name = data_dir, log_path, name
-        self.env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "DATABASE_URL": _database_url(),
-                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                    "STUDIO_DEVICE": "cpu", **(extra_env or {})}
-        self.proc = None
-
-    def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(CELERY), "-A", "studio", "worker", "-Q", "generation,default", "--pool", "solo", "-c", "1",
-             "-n", self.name, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def kill(self, sig=signal.SIGKILL):
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture
-def workers(broker_data_dir, tmp_path):
-    started: list[Worker] = []
-
-    def start(name="gen-test@%h", **env):
-        worker = Worker(broker_data_dir, tmp_path / "worker.log", name, env).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill(signal.SIGTERM)
-
-
-def wait_for(predicate, *, timeout: float, what: str, worker: Worker, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if worker.proc.poll() is not None:
-            pytest.fail(f"the worker exited ({worker.proc.returncode}) while waiting for {what}:\n{worker.log()}")
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}:\n{worker.log()}")
 
 
 def job_status(job_id: int) -> GenerationJob:

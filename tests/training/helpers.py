@@ -62,3 +62,36 @@ def build_labelled_project(make_user) -> Labelled:
                                                  author=annotator)
     return Labelled(project=project, admin=admin, annotator=annotator, prompt=prompt, a=a, b=b, c=c, d=d,
                     texts={x.pk: x.text for x in cands}, ranking=ranking, demonstration=demonstration)
+
+
+MARKER = "step by step"
+
+
+def build_marker_project(make_user, *, prompts: int = 40, seed: int = 0, validation_fraction: float = 0.2):
+    """A project whose labels follow a rule a reward model can learn from the text: of each
+    prompt's three candidates, the one ending in MARKER is ranked first and the other two tied
+    below it; each prompt has a demonstration. Returns (project, snapshot, admin)."""
+    import random
+
+    from training.snapshots import snapshot_create, snapshot_spec_clean
+    from tests.training.ml.conftest import WORDS
+
+    rng = random.Random(seed)
+    project = ProjectFactory(overlap=1)
+    admin = make_user("admin")
+    annotator = make_user("annotator")
+
+    def phrase(k: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(k))
+
+    for i in range(prompts):
+        prompt = make_prompt(project, f"{phrase(6)} ({i})", user=annotator)
+        texts = [f"{phrase(rng.randint(3, 6))} {MARKER}", phrase(rng.randint(4, 8)), phrase(rng.randint(4, 8))]
+        rng.shuffle(texts)
+        cands = make_candidates(prompt, texts)
+        best = next(c.pk for c in cands if c.text.endswith(MARKER))
+        rank(prompt, annotator, [[best], [c.pk for c in cands if c.pk != best]])
+        Demonstration.objects.create(prompt=prompt, text=next(c.text for c in cands if c.pk == best), author=annotator)
+    filters, split = snapshot_spec_clean({"validation_fraction": validation_fraction})
+    snapshot, _ = snapshot_create(user=admin, project=project, filters=filters, split=split)
+    return project, snapshot, admin

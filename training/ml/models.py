@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-REWARD_HEAD_FILE = "reward_head.json"
+from modelhub.loading import REWARD_HEAD_FILE, read_reward_offset  # noqa: F401 (the model hub reads them)
 
 
 # --- Devices and precision --------------------------------------------------------------------
@@ -261,10 +261,3 @@ def save_trained(model, tokenizer, out_dir: Path, *, reward_offset: float | None
             "note": "score = head(hidden state of the last token, the answer's end-of-turn token) - offset",
         }, indent=2))
     return out_dir
-
-
-def read_reward_offset(path: Path) -> float:
-    head = Path(path) / REWARD_HEAD_FILE
-    if head.exists():
-        return float(json.loads(head.read_text()).get("offset", 0.0))
-    return 0.0

@@ -103,12 +103,16 @@ def _tokenizer_source(base: Path, adapter_of: Path | None) -> Path:
     return base
 
 
-def _device(accelerator) -> torch.device:
-    return accelerator.device if accelerator is not None else torch.device("cpu")
+def _device(accelerator, device: torch.device | None) -> torch.device:
+    if accelerator is not None:
+        return accelerator.device
+    return device or torch.device("cpu")
 
 
 def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Hooks | None = None,
-                 accelerator=None) -> RunOutput:
+                 accelerator=None, device: torch.device | None = None) -> RunOutput:
+    """Train and save; `accelerator` when launched by `accelerate` (its device and processes),
+    else one process on `device` (CPU by default)."""
     from training.ml.reward import RewardTask, reward_offset
     from training.ml.sft import SFTTask
 
@@ -116,7 +120,7 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     t0 = time.perf_counter()
     config = config_from_dict(spec.kind, spec.config)
     seed_everything(config.seed)
-    device = _device(accelerator)
+    device = _device(accelerator, device)
     precision = resolve_precision(config.precision, device)
     base = Path(spec.base_path)
     adapter_of = Path(spec.base_adapter_of) if spec.base_adapter_of else None

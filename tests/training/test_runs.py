@@ -1,0 +1,176 @@
+"""Training runs as services: create validates and queues; a worker's execute trains, records
+metrics over steps, registers the model with its lineage and, for a reward model, its
+validation evaluation; failures say what to do."""
+from __future__ import annotations
+
+import pytest
+
+from modelhub.models import ModelArtifact
+from modelhub.selectors import project_generator_model
+from studio.errors import PermissionDeniedError, ValidationFailed
+from training import runs
+from training.models import ModelEvaluation, TrainingMetric, TrainingRun
+from tests.training.helpers import build_marker_project
+
+pytestmark = pytest.mark.django_db
+
+FAST_REWARD = {"learning_rate": 3e-3, "epochs": 3, "prompts_per_step": 4, "checkpoint_every": 5}
+
+
+@pytest.fixture
+def marker(make_user):
+    return build_marker_project(make_user, prompts=40)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Training tasks recorded instead of sent to a broker."""
+    from training.tasks import training_run_task
+
+    sent = []
+    monkeypatch.setattr(training_run_task, "apply_async", lambda args=None, **kw: sent.append(args))
+    return sent
+
+
+def test_create_validates_fills_the_defaults_and_queues(marker, tiny_model, published):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model.pk, snapshot=snapshot.sha256,
+                                   config={"epochs": 2})
+    assert published == [[run.pk]] and run.status == TrainingRun.Status.QUEUED
+    assert run.project == project and run.config["epochs"] == 2
+    assert run.config["max_length"] == 512 and run.config["labels"] == "consensus"  # every default stored
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"kind": "ppo"}, "not available yet"),
+    ({"kind": "magic"}, "Unknown kind"),
+    ({"config": {"epochs": 0}}, "config.epochs: from 1 to 100"),
+    ({"config": {"learnig_rate": 1e-5}}, "config.learnig_rate: unknown field"),
+    ({"config": {"epochs": "3"}}, "expected int"),
+    ({"config": [1]}, "JSON object"),
+    ({"snapshot": "f" * 64}, "No snapshot"),
+    ({"base_model": 99999}, "No model"),
+])
+def test_create_refuses_bad_input_with_a_clear_message(marker, tiny_model, published, body, message):
+    project, snapshot, admin = marker
+    args = {"kind": "reward", "base_model": tiny_model.pk, "snapshot": snapshot.sha256, "config": {}, **body}
+    with pytest.raises(ValidationFailed, match=message):
+        runs.training_run_create(user=admin, **args)
+    assert published == [] and not TrainingRun.objects.exists()
+
+
+def test_only_admins_start_runs(marker, tiny_model, make_user, published):
+    project, snapshot, admin = marker
+    for role in ("annotator", "reviewer"):
+        with pytest.raises(PermissionDeniedError):
+            runs.training_run_create(user=make_user(role), kind="sft", base_model=tiny_model, snapshot=snapshot)
+
+
+def test_a_reward_model_cannot_be_a_base(marker, tiny_model, tiny_model_dir, published):
+    from modelhub.registry import model_register
+
+    project, snapshot, admin = marker
+    rm = model_register(name="rm", path=tiny_model_dir, kind="reward", parent=tiny_model, project=project)
+    with pytest.raises(ValidationFailed, match="is a reward model"):
+        runs.training_run_create(user=admin, kind="sft", base_model=rm, snapshot=snapshot)
+
+
+def test_a_reward_run_trains_registers_and_evaluates(marker, tiny_model, published, settings):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,
+                                   config=FAST_REWARD)
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.step == run.total_steps > 0 and run.progress_percent == 100 and run.eta_seconds == 0
+    train_rows = TrainingMetric.objects.filter(run=run, split="train")
+    assert train_rows.count() == run.total_steps  # one row a step, for the plots
+    assert TrainingMetric.objects.filter(run=run, split="validation").count() == 3  # one per epoch
+    assert run.metrics["validation/accuracy"] >= 0.9 and "train/loss" in run.metrics
+    assert run.data_stats["train"]["examples"] + run.data_stats["validation"]["examples"] == 40
+    assert "registered model" in run.log_tail and "validation at step" in run.log_tail
+
+    model = run.model
+    assert model.kind == ModelArtifact.Kind.REWARD and model.parent == tiny_model
+    assert model.project == project and model.snapshot == snapshot  # lineage
+    assert len(model.checksum) == 64 and model.library_versions["torch"]
+    assert model.config["training"]["learning_rate"] == FAST_REWARD["learning_rate"]
+    assert model.config["reward_offset"]["answers"] > 0
+    assert project_generator_model(project=project) == tiny_model  # trained, not promoted
+    evaluation = ModelEvaluation.objects.get(model=model)
+    assert evaluation.split == "validation" and evaluation.accuracy == run.metrics["validation/accuracy"]
+    assert evaluation.results["pairs"] > 0 and "identical_pairs" in evaluation.results
+    assert not (run.run_dir / "checkpoints").exists()  # a finished run needs none
+
+
+def test_an_sft_run_lowers_validation_loss_and_registers_an_sft_model(marker, tiny_model, published):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="sft", base_model=tiny_model, snapshot=snapshot,
+                                   config={"learning_rate": 3e-3, "batch_size": 4, "epochs": 2, "eval_every": 2})
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    losses = [m.values["validation/loss"] for m in TrainingMetric.objects.filter(run=run, split="validation")]
+    assert losses[-1] < losses[0]
+    assert run.model.kind == ModelArtifact.Kind.SFT and run.model.snapshot == snapshot
+
+
+def test_a_snapshot_without_demonstrations_fails_sft_with_a_clear_message(make_user, tiny_model, published):
+    from labeling.models import Demonstration
+    from training.snapshots import snapshot_create
+
+    project, _, admin = build_marker_project(make_user, prompts=8)
+    Demonstration.objects.filter(prompt__project=project).delete()
+    snapshot, _ = snapshot_create(user=admin, project=project)
+    run = runs.training_run_create(user=admin, kind="sft", base_model=tiny_model, snapshot=snapshot)
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.FAILED
+    assert "no demonstrations" in run.error and "make a new snapshot" in run.error
+    assert run.model is None
+
+
+def test_a_snapshot_without_rankings_fails_a_reward_run_with_a_clear_message(make_user, tiny_model, published):
+    from labeling.models import Ranking
+    from training.snapshots import snapshot_create
+
+    project, _, admin = build_marker_project(make_user, prompts=8)
+    Ranking.objects.filter(prompt__project=project).delete()
+    snapshot, _ = snapshot_create(user=admin, project=project)
+    run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot)
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.FAILED and "no rankings" in run.error
+
+
+def test_a_missing_base_model_fails_with_what_to_do(marker, tiny_model, published, tmp_path):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="sft", base_model=tiny_model, snapshot=snapshot)
+    ModelArtifact.objects.filter(pk=tiny_model.pk).update(path=str(tmp_path / "gone"))
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.FAILED and "does not exist" in run.error and "Re-import" in run.error
+
+
+def test_cancel_stops_a_run_at_its_next_step(marker, tiny_model, published, monkeypatch):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,
+                                   config=FAST_REWARD)
+    real_log = runs._RunHooks.log
+
+    def cancel_at_step_3(self, record):
+        real_log(self, record)
+        if record["step"] == 3:
+            runs.training_run_cancel(user=admin, run=TrainingRun.objects.get(pk=self.run.pk))
+
+    monkeypatch.setattr(runs._RunHooks, "log", cancel_at_step_3)
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.CANCELLED and run.model is None
+    assert TrainingMetric.objects.filter(run=run, split="train").count() <= 4  # stopped within a step
+    with pytest.raises(Exception, match="already cancelled"):
+        runs.training_run_cancel(user=admin, run=run)
+
+
+def test_a_finished_run_is_not_run_twice(marker, tiny_model, published):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="sft", base_model=tiny_model, snapshot=snapshot,
+                                   config={"max_steps": 2})
+    first = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    again = runs.training_run_execute(run_id=run.pk, worker="test:2")  # a second delivery of the message
+    assert again.status == first.status == TrainingRun.Status.SUCCEEDED
+    assert ModelArtifact.objects.filter(kind="sft").count() == 1
