@@ -1,6 +1,9 @@
-"""Account endpoints: token sign-in and user management for admins."""
+"""Account endpoints: token sign-in and user management for admins; the OpenAPI schema."""
+import threading
+
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.generics import ListAPIView
@@ -52,3 +55,16 @@ class MeApi(APIView):
     @extend_schema(responses=UserOutputSerializer)
     def get(self, request):
         return Response(UserOutputSerializer(request.user).data)
+
+
+class SchemaApi(SpectacularAPIView):
+    """The OpenAPI schema. Generated one request at a time: drf-spectacular loads its extension
+    classes lazily on the first generation and is not thread-safe while it does (two first
+    requests in gunicorn's threads failed with an AttributeError, seen when a slow first request
+    was retried by its client)."""
+
+    _lock = threading.Lock()
+
+    def _get_schema_response(self, request):
+        with self._lock:
+            return super()._get_schema_response(request)

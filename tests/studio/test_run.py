@@ -1,4 +1,5 @@
-"""`studio_run` starts a real Celery worker and the web server, and Ctrl-C stops both."""
+"""`studio_run` starts real Celery workers (one for jobs, one for training) and the web server, and Ctrl-C
+stops them all."""
 import os
 import signal
 import socket
@@ -58,5 +59,8 @@ def test_run_serves_pages_runs_tasks_and_stops_on_ctrl_c(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError("studio_run did not stop within 30 s of Ctrl-C")
     assert b"RLHF Studio stopped." in out, out[-2000:]
+    # Two workers: training runs have their own, so they never hold up generation or evaluations.
+    assert b"studio-worker@" in out and b"studio-trainer@" in out, out[-3000:]
+    assert b".> training" in out and b".> generation" in out  # each worker's queues, from its banner
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
