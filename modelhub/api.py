@@ -27,20 +27,29 @@ class ModelRefSerializer(serializers.ModelSerializer):
 
 class ModelOutputSerializer(serializers.ModelSerializer):
     """A registered model. `parent` is the id of the model it was trained from (null for a base),
-    `snapshot` the sha256 of the dataset snapshot it was trained on ("" for imported models),
-    `lineage` the chain from this model back to its root."""
+    `project` the project whose labels trained it (null for imported models), `snapshot` the
+    sha256 of the dataset snapshot it was trained on ("" for imported models), `reference_model`
+    and `reward_model` the models it was trained against, `training_run` the run that made it,
+    `checksum` the sha256 of its weight files, `lineage` the chain from this model back to its root."""
 
     snapshot = serializers.CharField(source="snapshot_sha256", read_only=True)
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    training_run = serializers.SerializerMethodField()
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     lineage = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelArtifact
-        fields = ("id", "name", "kind", "format", "path", "parent", "snapshot", "config", "metrics", "description",
+        fields = ("id", "name", "kind", "format", "path", "parent", "project", "snapshot", "reference_model",
+                  "reward_model", "training_run", "checksum", "library_versions", "config", "metrics", "description",
                   "created_by", "created_at", "lineage")
 
     def get_lineage(self, obj) -> list[dict]:
         return ModelRefSerializer(selectors.model_lineage(model=obj), many=True).data
+
+    def get_training_run(self, obj) -> int | None:
+        run = getattr(obj, "training_run", None)
+        return run.pk if run is not None else None
 
 
 class ModelListApi(ListAPIView):

@@ -52,6 +52,7 @@ def test_admin_starts_a_run_and_follows_it(client_as, marker, tiny_model, publis
     assert done["metrics"]["validation/accuracy"] >= 0.8 and done["model"]
     model = api.get(f"/api/v1/models/{done['model']}/").json()
     assert model["kind"] == "reward" and model["snapshot"] == snapshot.sha256 and model["parent"] == tiny_model.pk
+    assert model["training_run"] == body["id"] and model["project"] == project.slug and len(model["checksum"]) == 64
     series = api.get(f"/api/v1/training-runs/{body['id']}/metrics/").json()
     train_steps = [m["step"] for m in series if m["split"] == "train"]
     assert train_steps == list(range(1, done["total_steps"] + 1))
