@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
 # Front-end libraries pinned here and copied from the npm registry into static/vendor/.
-NPM_PACKAGES := htmx.org@2.0.11 sortablejs@1.15.7 dompurify@3.4.18 marked@18.2.1
+NPM_PACKAGES := htmx.org@2.0.11 sortablejs@1.15.7 dompurify@3.4.18 marked@18.2.1 uplot@1.6.32
 
 .PHONY: run setup test test-fast screenshots e2e-deps bench check clean
 
@@ -31,6 +31,7 @@ $(VENDOR_STAMP): Makefile
 	cp var/npm/node_modules/sortablejs/Sortable.min.js $(VENDOR)/
 	cp var/npm/node_modules/dompurify/dist/purify.min.js $(VENDOR)/
 	cp var/npm/node_modules/marked/lib/marked.umd.js $(VENDOR)/
+	cp var/npm/node_modules/uplot/dist/uPlot.iife.min.js var/npm/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
 	@touch $(VENDOR_STAMP)
 
 setup: $(STAMP) $(VENDOR_STAMP)

@@ -66,10 +66,20 @@ class RankingAdmin(admin.ModelAdmin):
 
 @admin.register(ImportRun)
 class ImportRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "project", "format", "filename", "status", "created_by", "created_at")
+    """Read-only: an import is a job (labeling.importers.run) that only its worker writes; the
+    import page cancels one."""
+
+    list_display = ("id", "project", "format", "filename", "status", "bad_rows", "worker", "created_by",
+                    "created_at", "finished_at")
     list_filter = ("format", "status", "project", "created_at")
-    search_fields = ("filename", "file_sha256")
-    readonly_fields = ("counts", "errors", "file_sha256", "created_at")
+    search_fields = ("filename", "file_sha256", "worker")
+    readonly_fields = [f.name for f in ImportRun._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 # --- Work queue, reviews and gold (issue 5). Reviews and gold rows are history: no editing. ---

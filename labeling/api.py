@@ -2,6 +2,7 @@
 serialises the result; role rules live in selectors/services and studio.api_permissions."""
 from __future__ import annotations
 
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
@@ -10,9 +11,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import selectors, services
-from labeling.importers import IMPORT_FORMATS, import_run_create
+from labeling.importers import IMPORT_FORMATS, import_run_cancel, import_run_create
+from labeling.importers.run import access_import
 from labeling.models import Demonstration, ImportRun, Project, Prompt
 from studio.api_permissions import AnyRoleReadsAdminWrites, HasAnyRole, IsAdmin
+from studio.jobs import BrokerUnavailable
 from studio.roles import REVIEWER, has_role
 
 
@@ -200,18 +203,40 @@ class DemonstrationListCreateApi(ListAPIView):
 # --- Imports ----------------------------------------------------------------------------------
 
 class ImportRunOutputSerializer(serializers.ModelSerializer):
+    """An import: a job (`status` queued → running → succeeded/failed/cancelled) with its progress
+    (`rows_done`, `bytes_done` of `size_bytes`, `progress` %, `eta_seconds`) and, once finished,
+    its outcome. `result` keeps the outcome as imports reported it before they were jobs
+    ("succeeded", "partial": some rows were bad, "failed": nothing could be imported; null while
+    it runs); `bad_rows` counts every bad row (`errors` lists the first 1000); `error` says why a
+    failed or broken import stopped. `url` is where to poll it."""
+
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    result = serializers.CharField(read_only=True, allow_null=True)
+    partial = serializers.BooleanField(read_only=True)
+    rows_done = serializers.SerializerMethodField()
+    progress = serializers.IntegerField(source="progress_percent", read_only=True)
+    url = serializers.SerializerMethodField()
 
     class Meta:
         model = ImportRun
-        fields = ("id", "project", "format", "filename", "file_sha256", "status", "counts", "errors",
-                  "created_by", "created_at")
+        fields = ("id", "project", "format", "filename", "file_sha256", "status", "result", "partial", "counts",
+                  "errors", "bad_rows", "rows_done", "bytes_done", "size_bytes", "progress", "eta_seconds", "error",
+                  "resumes", "url", "created_by", "created_at", "started_at", "finished_at", "updated_at")
+
+    def get_rows_done(self, obj) -> int:
+        return (obj.counts or {}).get("rows", 0)
+
+    def get_url(self, obj) -> str:
+        return reverse("api-import", args=[obj.pk])
 
 
 class ImportListCreateApi(ListAPIView):
-    """Admins upload a file (multipart `file` and `format`); the answer reports what was created
-    and every bad row with its line number. Importing the same rows twice creates nothing."""
+    """GET a project's imports (admins). POST uploads a file (multipart `file` and `format`): it
+    is saved and imported by a worker; the answer is 202 with the queued import, whose `url`
+    (also the Location header) gives its progress and then what was created and every bad row
+    with its line number. Importing the same rows twice creates nothing. 503 when the task
+    broker cannot be reached (the import is then recorded as failed, never run inline)."""
 
     permission_classes = [IsAdmin]
     serializer_class = ImportRunOutputSerializer
@@ -227,14 +252,40 @@ class ImportListCreateApi(ListAPIView):
         project = selectors.access_project(user=self.request.user, slug=self.kwargs["slug"])
         return selectors.import_run_list(user=self.request.user, project=project)
 
-    @extend_schema(request={"multipart/form-data": ImportInputSerializer}, responses={201: ImportRunOutputSerializer})
+    @extend_schema(request={"multipart/form-data": ImportInputSerializer}, responses={202: ImportRunOutputSerializer})
     def post(self, request, slug: str):
         project = selectors.access_project(user=request.user, slug=slug)
         data = self.ImportInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
-        run = import_run_create(project=project, user=request.user, stream=upload.file,
-                                filename=upload.name, format=data.validated_data["format"])
-        return Response(ImportRunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
+        try:
+            run = import_run_create(project=project, user=request.user, stream=upload,
+                                    filename=upload.name, format=data.validated_data["format"])
+        except BrokerUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        body = ImportRunOutputSerializer(run).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
+class ImportDetailApi(APIView):
+    """An import's progress, then its outcome (admins)."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses=ImportRunOutputSerializer)
+    def get(self, request, run_id: int):
+        run = access_import(user=request.user, run_id=run_id)
+        return Response(ImportRunOutputSerializer(run).data)
+
+
+class ImportCancelApi(APIView):
+    """Stop a queued or running import (admins); the rows already written stay. 409 when it has
+    already finished."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None, responses=ImportRunOutputSerializer)
+    def post(self, request, run_id: int):
+        run = access_import(user=request.user, run_id=run_id)
+        run = import_run_cancel(user=request.user, run=run)
+        return Response(ImportRunOutputSerializer(run).data)

@@ -11,6 +11,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from studio.jobs import Job
+
 
 def default_generation_settings() -> dict:
     """Sampling settings a new project starts with (see modelhub for their meaning)."""
@@ -219,31 +221,74 @@ class Ranking(models.Model):
         return f"Ranking {self.pk} of prompt {self.prompt_id} by {self.annotator_id}"
 
 
-class ImportRun(models.Model):
-    """One run of an importer: what it created, what it skipped and every bad row's line."""
+class ImportRun(Job):
+    """One import of a file: a job on the Celery `default` queue (studio.jobs: claim, heartbeat,
+    cancel, recovery after a killed worker) that records what it created, what it skipped and
+    every bad row's line.
 
-    class Status(models.TextChoices):
-        SUCCEEDED = "succeeded", "Succeeded"
-        PARTIAL = "partial", "Succeeded with bad rows"
-        FAILED = "failed", "Failed"
+    The upload is written to DATA_DIR/imports/ first (`path`) and deleted once the import has
+    finished. Each good row is written in its own transaction together with the run's
+    checkpoint (`rows_read`, `counts`, `errors`), so a worker killed mid-file resumes after the
+    last committed row with exact counts; rows are found by their external ids anyway, so even a
+    restart from the top would create nothing twice.
+
+    Outcome (the job status, with what the API's `result` reports):
+        succeeded, bad_rows == 0  every row was imported                        result "succeeded"
+        succeeded, bad_rows > 0   some rows were bad, the others were imported  result "partial"
+        failed                    nothing could be imported (wrong file or format), or the job broke
+        cancelled                 stopped by an admin; the rows already written stay
+    """
+
+    task_name = "labeling.tasks.import_run_task"
+    label = "Import"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_runs")
     format = models.CharField(max_length=40)
     filename = models.CharField(max_length=500)
     file_sha256 = models.CharField(max_length=64)
-    status = models.CharField(max_length=20, choices=Status.choices)
+    # The uploaded file, relative to settings.DATA_DIR; "" once the import has finished and it is deleted.
+    path = models.CharField(max_length=500, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    # Progress: bytes of the file read, and the checkpoint a resumed run starts after: how many of
+    # the reader's rows (good, bad and whole-file problems alike) are done.
+    bytes_done = models.PositiveBigIntegerField(default=0)
+    rows_read = models.PositiveIntegerField(default=0)
+    resumes = models.PositiveSmallIntegerField(default=0)  # times a restarted worker resumed it
     # {"rows": n, "prompts": n, "demonstrations": n, "candidates": n, "rankings": n, "unchanged": n}
     counts = models.JSONField(default=dict)
-    errors = models.JSONField(default=list)  # [{"line": n, "message": "…"}]
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
+    errors = models.JSONField(default=list)  # [{"line": n, "message": "…"}] (the first 1000 bad rows)
+    bad_rows = models.PositiveIntegerField(default=0)  # every bad row, listed or not
 
     class Meta:
         ordering = ["-id"]
 
     def __str__(self) -> str:
         return f"Import {self.pk} ({self.format}) into {self.project_id}"
+
+    @property
+    def partial(self) -> bool:
+        """It succeeded, but some rows were bad."""
+        return self.status == self.Status.SUCCEEDED and self.bad_rows > 0
+
+    @property
+    def result(self) -> str | None:
+        """The outcome as imports reported it before they were jobs: "succeeded", "partial" or
+        "failed" ("cancelled" when stopped; None while it runs)."""
+        if not self.is_finished:
+            return None
+        return "partial" if self.partial else self.status
+
+    @property
+    def result_display(self) -> str:
+        if self.partial:
+            return "Succeeded with bad rows"
+        return self.get_status_display()
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return min(99, int(100 * self.bytes_done / self.size_bytes)) if self.size_bytes else 0
 
 
 # --- Work queue, reviews and gold (issue 5) ---------------------------------------------------

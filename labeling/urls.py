@@ -15,6 +15,8 @@ urlpatterns = [
     path("projects/<slug:slug>/write/", views.prompt_write, name="prompt_write"),
     path("projects/<slug:slug>/import/", views.import_create, name="import_create"),
     path("projects/<slug:slug>/imports/<int:run_id>/", views.import_detail, name="import_detail"),
+    path("projects/<slug:slug>/imports/<int:run_id>/progress/", views.import_progress, name="import_progress"),
+    path("projects/<slug:slug>/imports/<int:run_id>/cancel/", views.import_cancel, name="import_cancel"),
     path("prompts/<int:prompt_id>/", views.prompt_detail, name="prompt_detail"),
     # The work queue and the ranking page (labeling/views_ranking.py).
     path("projects/<slug:slug>/next/", views_ranking.task_next, name="task_next"),

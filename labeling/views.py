@@ -15,7 +15,8 @@ from django.views.decorators.http import require_http_methods
 from labeling import importers, selectors, services, stats
 from labeling.forms import DemonstrationForm, ImportForm, ProjectForm, PromptDraft, new_idempotency_key
 from labeling.models import Prompt
-from studio.errors import PermissionDeniedError, ValidationFailed
+from studio.errors import Conflict, PermissionDeniedError, ValidationFailed
+from studio.jobs import BrokerUnavailable
 from studio.roles import ADMIN, REVIEWER, has_role
 from studio.pages import studio_page
 
@@ -98,24 +99,47 @@ def project_detail(request, slug: str):
 
 # --- Imports ----------------------------------------------------------------------------------
 
+IMPORT_POLL_SECONDS = 2
+
+
 @studio_page
 @require_http_methods(["GET", "POST"])
 def import_create(request, slug: str):
+    """The upload form: the file is saved and imported by a worker; the browser goes to the
+    import's page, which shows its progress and then what it created."""
     project = selectors.access_project(user=request.user, slug=slug)
     runs = selectors.import_run_list(user=request.user, project=project)  # admins only
     form = ImportForm(request.POST if request.method == "POST" else None, request.FILES or None,
                       formats=importers.IMPORT_FORMATS)
+    status = 200
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         try:
-            run = importers.import_run_create(project=project, user=request.user, stream=upload.file,
+            run = importers.import_run_create(project=project, user=request.user, stream=upload,
                                               filename=upload.name, format=form.cleaned_data["format"])
         except ValidationFailed as exc:
             form.add_error(None, exc.message)
+        except BrokerUnavailable as exc:
+            form.add_error(None, str(exc))
+            status = 503
         else:
             return redirect("import_detail", slug=project.slug, run_id=run.pk)
+    if form.errors and status == 200:
+        status = 400
     return render(request, "labeling/import_form.html", {"project": project, "form": form, "runs": runs[:50]},
-                  status=_form_status(bool(form.errors)))
+                  status=status)
+
+
+def _import_context(request, project, run) -> dict:
+    return {
+        "project": project,
+        "run": run,
+        # Bad rows are numbered by line (JSONL) or by item (a JSON list), as the format reads them.
+        "unit": getattr(importers.IMPORT_FORMATS.get(run.format), "unit", "line"),
+        "poll_seconds": IMPORT_POLL_SECONDS,
+        "progress_url": reverse("import_progress", kwargs={"slug": project.slug, "run_id": run.pk}),
+        "can_cancel": not run.is_finished,
+    }
 
 
 @studio_page
@@ -123,9 +147,33 @@ def import_create(request, slug: str):
 def import_detail(request, slug: str, run_id: int):
     project = selectors.access_project(user=request.user, slug=slug)
     run = selectors.access_import_run(user=request.user, project=project, run_id=run_id)
-    # Bad rows are numbered by line (JSONL) or by item (a JSON list), as the format reads them.
-    unit = getattr(importers.IMPORT_FORMATS.get(run.format), "unit", "line")
-    return render(request, "labeling/import_detail.html", {"project": project, "run": run, "unit": unit})
+    return render(request, "labeling/import_detail.html", _import_context(request, project, run))
+
+
+@studio_page
+@require_http_methods(["GET"])
+def import_progress(request, slug: str, run_id: int):
+    """The progress fragment htmx polls every IMPORT_POLL_SECONDS; once the import has finished
+    the page reloads once to show what it created and every bad row."""
+    project = selectors.access_project(user=request.user, slug=slug)
+    run = selectors.access_import_run(user=request.user, project=project, run_id=run_id)
+    response = render(request, "labeling/_import_progress.html", _import_context(request, project, run))
+    if run.is_finished and request.headers.get("HX-Request") and request.GET.get("was") == "live":
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@studio_page
+@require_http_methods(["POST"])
+def import_cancel(request, slug: str, run_id: int):
+    project = selectors.access_project(user=request.user, slug=slug)
+    run = selectors.access_import_run(user=request.user, project=project, run_id=run_id)
+    try:
+        importers.import_run_cancel(user=request.user, run=run)
+        messages.success(request, f"Import {run.pk} cancelled; the rows already imported stay.")
+    except Conflict as exc:
+        messages.warning(request, str(exc))
+    return redirect("import_detail", slug=project.slug, run_id=run.pk)
 
 
 # --- Prompts ----------------------------------------------------------------------------------

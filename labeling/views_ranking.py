@@ -24,6 +24,7 @@ from labeling.gold import gold_accuracy_by_annotator, gold_ranking_of
 from labeling.label_checks import FLAGS, RATING_MAX, RATING_MIN
 from labeling.models import Candidate, LabelReview, Project, Prompt, Task
 from labeling.views import _transcript
+from modelhub.selectors import project_reward_model
 from studio.pages import studio_page
 from studio.errors import Conflict, NotFound, ValidationFailed
 
@@ -318,6 +319,8 @@ def _review_prompt_context(request, project: Project, prompt: Prompt, errors: di
     return {
         "project": project, "prompt": prompt, "columns": columns, "rows": rows, "consensus": consensus,
         "has_gold": gold is not None, "counting": sum(1 for c in columns if c["rejection"] is None),
+        # Its scores are loaded after the page (modelhub.views.review_scores): loading a model is slow.
+        "reward_model": project_reward_model(project=project) if candidates else None,
         "examples": [r for r in transcript if r["is_example"]], "turns": [r for r in transcript if not r["is_example"]],
         "previous_id": neighbours.filter(id__lt=prompt.pk).order_by("-id").first(),
         "next_id": neighbours.filter(id__gt=prompt.pk).order_by("id").first(),

@@ -37,3 +37,18 @@ class GenerationJobForm(forms.Form):
         else:
             cleaned["prompt_id_list"] = None
         return cleaned
+
+
+class ModelEvaluationForm(forms.Form):
+    """The model page's "Evaluate" form (admins): a reward model on a snapshot's split."""
+
+    snapshot = forms.ModelChoiceField(queryset=None, empty_label=None, to_field_name="sha256", label="Snapshot")
+    split = forms.ChoiceField(label="Split", initial="validation", choices=[
+        ("validation", "Validation split"), ("train", "Training split"), ("all", "All prompts")])
+
+    def __init__(self, *args, snapshots, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["snapshot"].queryset = snapshots
+        self.fields["snapshot"].label_from_instance = lambda s: (
+            f"{s.short_hash} · {s.project.name} · {s.created_at:%Y-%m-%d %H:%M} · "
+            f"{(s.counts or {}).get('consensus_pairs', 0)} pairs")

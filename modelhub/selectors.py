@@ -64,6 +64,14 @@ def project_generator_model(*, project: Project) -> ModelArtifact | None:
         "created_at", "id").first()
 
 
+def project_reward_model(*, project: Project) -> ModelArtifact | None:
+    """The reward model that scores `project`'s answers on the review pages: the newest one
+    trained on its labels (None when it has none). Imported reward models are never picked:
+    a reward model says what this project's annotators prefer only if it learnt from them."""
+    return ModelArtifact.objects.filter(kind=ModelArtifact.Kind.REWARD, project=project).order_by(
+        "-created_at", "-id").first()
+
+
 def generation_job_list(*, user, project: Project | None = None) -> QuerySet[GenerationJob]:
     _check_reviewer(user, "generation jobs")
     qs = GenerationJob.objects.select_related("project", "model", "created_by")

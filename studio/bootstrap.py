@@ -26,7 +26,7 @@ def demo_data_dir() -> Path:
 
 def bootstrap_demo_projects(*, user) -> list[str]:
     """Create and fill the demo projects once; a file already imported is not read again."""
-    from labeling.importers import import_run_create
+    from labeling.importers import import_run_in_process
     from labeling.services import project_create
 
     folder = demo_data_dir()
@@ -43,7 +43,8 @@ def bootstrap_demo_projects(*, user) -> list[str]:
         if ImportRun.objects.filter(project=project, filename=filename, status=ImportRun.Status.SUCCEEDED).exists():
             continue
         with path.open("rb") as stream:
-            run = import_run_create(project=project, user=user, stream=stream, filename=filename, format=fmt)
+            run = import_run_in_process(project=project, user=user, stream=stream, filename=filename,
+                                        format=fmt)
         lines.append(f"Demo project {slug}: imported {filename} ({run.status}, {run.counts}).")
     return lines
 

@@ -206,6 +206,9 @@ STUDIO_MAX_PROMPT_CHARS = int(os.environ.get("STUDIO_MAX_PROMPT_CHARS", "20000")
 STUDIO_MAX_MESSAGES = int(os.environ.get("STUDIO_MAX_MESSAGES", "64"))
 STUDIO_MAX_DOCUMENTS = int(os.environ.get("STUDIO_MAX_DOCUMENTS", "20"))
 STUDIO_DEVICE = os.environ.get("STUDIO_DEVICE", "")  # "", "cpu", "cuda", "cuda:1"…; empty = auto
+# Processes a training run is split over (data parallel through `accelerate launch`): set it to the
+# GPUs of a training worker's machine (docs/multi-gpu.md). 1 trains in the worker's own process.
+STUDIO_TRAINING_PROCESSES = int(os.environ.get("STUDIO_TRAINING_PROCESSES", "1"))
 
 LOGGING = {
     "version": 1,

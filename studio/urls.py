@@ -13,6 +13,8 @@ api_v1 = [
     path("projects/<slug:slug>/", labeling_api.ProjectDetailApi.as_view(), name="api-project"),
     path("projects/<slug:slug>/prompts/", labeling_api.PromptListCreateApi.as_view(), name="api-project-prompts"),
     path("projects/<slug:slug>/imports/", labeling_api.ImportListCreateApi.as_view(), name="api-project-imports"),
+    path("imports/<int:run_id>/", labeling_api.ImportDetailApi.as_view(), name="api-import"),
+    path("imports/<int:run_id>/cancel/", labeling_api.ImportCancelApi.as_view(), name="api-import-cancel"),
     path("prompts/<int:prompt_id>/", labeling_api.PromptDetailApi.as_view(), name="api-prompt"),
     path("prompts/<int:prompt_id>/demonstrations/", labeling_api.DemonstrationListCreateApi.as_view(),
          name="api-prompt-demonstrations"),

@@ -7,6 +7,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Imports, snapshots and exports are jobs: their publishing is stood in for (tests/job_fixtures.py).
+from tests.job_fixtures import _job_tasks_guard, jobs_inline, published_jobs  # noqa: E402,F401
+
 
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):

@@ -9,6 +9,10 @@ urlpatterns = [
     # Not `<format>`: DRF reads a `format` URL kwarg as a renderer suffix.
     path("snapshots/<str:sha256>/export/<str:export_format>/", api.SnapshotExportApi.as_view(),
          name="api-snapshot-export"),
+    path("snapshot-jobs/<int:job_id>/", api.SnapshotJobDetailApi.as_view(), name="api-snapshot-job"),
+    path("snapshot-jobs/<int:job_id>/cancel/", api.SnapshotJobCancelApi.as_view(), name="api-snapshot-job-cancel"),
+    path("export-jobs/<int:job_id>/", api.ExportJobDetailApi.as_view(), name="api-export-job"),
+    path("export-jobs/<int:job_id>/cancel/", api.ExportJobCancelApi.as_view(), name="api-export-job-cancel"),
     path("training-runs/", api_runs.TrainingRunListCreateApi.as_view(), name="api-training-runs"),
     path("training-runs/<int:run_id>/", api_runs.TrainingRunDetailApi.as_view(), name="api-training-run"),
     path("training-runs/<int:run_id>/metrics/", api_runs.TrainingRunMetricsApi.as_view(),

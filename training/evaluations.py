@@ -118,7 +118,8 @@ def _evaluate(evaluation: ModelEvaluation) -> None:
         "identical_pairs": stats.identical_pairs, "truncated_prompts": stats.truncated_prompts,
         "truncated_responses": stats.truncated_responses, "max_length": limits["max_length"],
         # Accuracy on labels the model learnt from says little about new ones.
-        "overlaps_training": snapshot.pk == getattr(model.snapshot, "pk", None) and evaluation.split != "validation",
+        "overlaps_training": snapshot.pk == getattr(model.snapshot, "pk", None) and (
+            evaluation.split != "validation" or not (model.config or {}).get("held_out", True)),
     })
     jobs.job_finish(evaluation, status=ModelEvaluation.Status.SUCCEEDED, accuracy=results["accuracy"],
                     results=results, batches_done=evaluation.batches_total or 1)

@@ -33,3 +33,58 @@ class SnapshotForm(forms.Form):
         if data.get("split_seed") is None:
             data.pop("split_seed", None)
         return data
+
+
+class TrainingRunForm(forms.Form):
+    """The "Start a training run" form. The choices shown are what makes sense for the project
+    (language models of this project or imported; its snapshots, newest first), but the field
+    accepts any model id so that the service, not the form, says why a model cannot be a base
+    (a reward model, another project's model): its message is the one a user can act on."""
+
+    kind = forms.ChoiceField(choices=[("sft", "Supervised fine-tuning (SFT) — learns from demonstrations"),
+                                      ("reward", "Reward model — learns from rankings")],
+                             initial="reward", label="Kind")
+    base_model = forms.ModelChoiceField(queryset=None, empty_label=None, label="Base model",
+                                        help_text="The language model to start from: the base, or an SFT model of "
+                                                  "this project. Imported models serve every project.")
+    snapshot = forms.ModelChoiceField(queryset=None, empty_label=None, to_field_name="sha256", label="Snapshot",
+                                      help_text="The frozen labels it learns from; its validation split measures it.")
+    config = forms.CharField(required=False, label="Config (JSON)",
+                             widget=forms.Textarea(attrs={"rows": 18, "spellcheck": "false", "class": "code-input"}),
+                             help_text="Every setting with its default; change what you need. Missing fields take "
+                                       "their defaults.")
+
+    def __init__(self, *args, base_models, snapshots, **kwargs):
+        from modelhub.models import ModelArtifact
+
+        super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = ModelArtifact.objects.all()
+        # Shown: only the models that can be a base here (the field still resolves any id).
+        self.fields["base_model"].widget.choices = [(m.pk, self.model_label(m)) for m in base_models]
+        self.fields["snapshot"].queryset = snapshots
+        self.fields["snapshot"].label_from_instance = self.snapshot_label
+
+    @staticmethod
+    def model_label(model) -> str:
+        where = "this project" if model.project_id else "imported"
+        return f"{model.name} · {model.get_kind_display()} · {where}"
+
+    @staticmethod
+    def snapshot_label(snapshot) -> str:
+        counts = snapshot.counts or {}
+        return (f"{snapshot.short_hash} · {snapshot.created_at:%Y-%m-%d %H:%M} · {counts.get('prompts', 0)} prompts, "
+                f"{counts.get('rankings', 0)} ranked, {counts.get('demonstrations', 0)} demos")
+
+    def clean_config(self) -> dict:
+        import json
+
+        raw = (self.cleaned_data.get("config") or "").strip()
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).")
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The config must be a JSON object of settings, e.g. {"epochs": 2}.')
+        return value

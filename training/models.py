@@ -194,3 +194,88 @@ class ModelEvaluation(Job):
         if self.status == self.Status.SUCCEEDED:
             return 100
         return int(100 * self.batches_done / self.batches_total) if self.batches_total else 0
+
+
+class SnapshotJob(Job):
+    """Making a dataset snapshot on the Celery `default` queue (training.snapshot_jobs): the
+    project, the normalised filters and split it was asked with, its progress, and the snapshot
+    it made or found (`created` False: the same labels were already frozen). A snapshot of a big
+    project takes seconds to minutes, longer than a web request should."""
+
+    task_name = "training.tasks.snapshot_job_task"
+    label = "Snapshot job"
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="snapshot_jobs")
+    # training.snapshots.SnapshotFilters.as_dict() and {"validation_fraction", "seed"}.
+    filters = models.JSONField(default=dict)
+    split = models.JSONField(default=dict)
+    # sha256 of (project, filters, split): a queued job with the same key is reused, not doubled.
+    spec_key = models.CharField(max_length=64, db_index=True)
+    prompts_done = models.PositiveIntegerField(default=0)
+    prompts_total = models.PositiveIntegerField(default=0)  # the project's prompts when it started
+    snapshot = models.ForeignKey(DatasetSnapshot, to_field="sha256", null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="jobs")
+    created = models.BooleanField(null=True, blank=True)  # True: a new snapshot; False: it existed
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Snapshot job {self.pk} of project {self.project_id} ({self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return min(99, int(100 * self.prompts_done / self.prompts_total)) if self.prompts_total else 0
+
+
+class ExportJob(Job):
+    """An export built on the Celery `default` queue into a file under DATA_DIR/exports/ (only
+    `hf` today: it builds a `datasets` dataset on disk first, which can take long). The finished
+    file is served for every later request of the same export (same snapshot, format and
+    options); the other formats are streamed directly."""
+
+    task_name = "training.tasks.export_job_task"
+    label = "Export job"
+    # `datasets` saves a big dataset in one call, without a heartbeat.
+    stale_after = timedelta(seconds=600)
+
+    class Phase(models.TextChoices):
+        ROWS = "rows", "Reading the snapshot's rows"
+        DATASET = "dataset", "Saving the dataset"
+        ARCHIVE = "archive", "Writing the archive"
+        DONE = "done", "Done"
+
+    snapshot = models.ForeignKey(DatasetSnapshot, to_field="sha256", on_delete=models.CASCADE,
+                                 related_name="export_jobs")
+    format = models.CharField(max_length=40)
+    # The normalised training.exports.ExportOptions (as a dict), and its canonical JSON: the key
+    # that says two requests ask for the same export.
+    options = models.JSONField(default=dict)
+    options_key = models.CharField(max_length=300)
+    filename = models.CharField(max_length=300)  # the download's name
+    path = models.CharField(max_length=500, blank=True)  # the finished file, relative to DATA_DIR
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.ROWS)
+    rows_done = models.PositiveIntegerField(default=0)  # snapshot rows read
+    rows_total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["snapshot", "format", "options_key"], name="export_job_lookup")]
+
+    def __str__(self) -> str:
+        return f"Export job {self.pk} ({self.format} of {self.snapshot_id[:12]}, {self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        if self.phase == self.Phase.ROWS:
+            return min(90, int(90 * self.rows_done / self.rows_total)) if self.rows_total else 0
+        return 95
+
+    @property
+    def file_path(self) -> Path | None:
+        return Path(settings.DATA_DIR) / self.path if self.path else None

@@ -268,10 +268,15 @@ def _run_body(run: TrainingRun) -> None:
                    checkpoint_dir=str(checkpoint_dir), base_adapter_of=str(adapter_of) if adapter_of else None)
     from training.ml.trainer import Hooks
 
+    run_hooks = Hooks(log=hooks.log, evaluate=hooks.evaluate, checkpoint=hooks.checkpoint, progress=hooks.progress)
+    processes = int(getattr(settings, "STUDIO_TRAINING_PROCESSES", 1) or 1)
     try:
-        out = run_training(spec, lambda: snapshot_read_rows(snapshot=snapshot), device=device,
-                           hooks=Hooks(log=hooks.log, evaluate=hooks.evaluate, checkpoint=hooks.checkpoint,
-                                       progress=hooks.progress))
+        if processes > 1:  # `accelerate launch` processes (training.launcher), their events replayed into the hooks
+            from training.launcher import run_in_processes
+
+            out = run_in_processes(run, spec, snapshot.file_path, processes, run_hooks, cpu=device.type != "cuda")
+        else:
+            out = run_training(spec, lambda: snapshot_read_rows(snapshot=snapshot), device=device, hooks=run_hooks)
     except jobs.JobCancelled:
         raise
     except Exception as exc:
@@ -279,6 +284,8 @@ def _run_body(run: TrainingRun) -> None:
         if message is None:
             raise
         raise jobs.JobFailure(message) from exc
+    if out.data.get("note"):
+        lines.append(f"{time.strftime('%H:%M:%S')} {out.data['note']}")
     model = _register(run, out, output_dir)
     metrics = {**run.metrics, **{k: v for k, v in out.metrics.items()}}
     if out.reward_offset:
@@ -301,7 +308,9 @@ def _register(run: TrainingRun, out, output_dir: Path) -> ModelArtifact:
     # An adapter trained further on an adapter adapts the same weights: its parent is theirs.
     parent = base.parent if adapter and base.format == FORMAT_PEFT else base
     config = {"run": run.pk, "kind": run.kind, "training": out.config.as_dict(), "device": out.device,
-              "seconds": out.seconds}
+              "seconds": out.seconds,
+              # False when it trained on the validation split too: no metric on that split is held out.
+              "held_out": out.data.get("held_out", True)}
     if base != parent:
         config["trained_from_model"] = base.pk
     if out.reward_offset:

@@ -32,7 +32,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -688,8 +688,11 @@ def _portable_records(*, project: Project, filters: SnapshotFilters) -> Iterator
         yield prompt, candidate_rows.take(pid), ranking_rows.take(pid), demonstration_rows.take(pid)
 
 
-def snapshot_source_rows(*, project: Project, filters: SnapshotFilters, split: SplitSettings) -> Iterator[dict]:
-    """Every row of the snapshot of `project`, in prompt id order, streamed.
+def snapshot_source_rows(*, project: Project, filters: SnapshotFilters, split: SplitSettings,
+                         progress: Callable[[int], None] | None = None) -> Iterator[dict]:
+    """Every row of the snapshot of `project`, in prompt id order, streamed. `progress` is
+    called with the number of the project's prompts read so far (kept or left out by the
+    filters), after each of them.
 
     The records are closed as soon as this generator ends or fails, not when the garbage
     collector gets to them: on PostgreSQL an open stream holds the connection (psycopg's lock,
@@ -698,12 +701,14 @@ def snapshot_source_rows(*, project: Project, filters: SnapshotFilters, split: S
     gold = gold_rankings(project=project)
     source = _postgresql_records if connection.vendor == "postgresql" else _portable_records
     with closing(source(project=project, filters=filters)) as records:
-        for prompt, candidates, rankings, demonstrations in records:
+        for done, (prompt, candidates, rankings, demonstrations) in enumerate(records, start=1):
             row = snapshot_prompt_row(prompt=prompt, candidates=candidates, rankings=rankings,
                                       demonstrations=demonstrations, filters=filters, split=split, trust=trust,
                                       gold=gold.get(prompt[0]))
             if row is not None:
                 yield row
+            if progress is not None:
+                progress(done)
 
 
 def snapshot_header(*, project: Project, filters: SnapshotFilters, split: SplitSettings) -> dict:
@@ -767,8 +772,8 @@ def snapshot_dir() -> Path:
     return path
 
 
-def _write_snapshot_file(*, project: Project, filters: SnapshotFilters, split: SplitSettings
-                         ) -> tuple[Path, str, int, int, _Counts]:
+def _write_snapshot_file(*, project: Project, filters: SnapshotFilters, split: SplitSettings,
+                         progress: Callable[[int], None] | None = None) -> tuple[Path, str, int, int, _Counts]:
     """Stream the rows into a temporary file, hashing the bytes as they are written. The rows are
     closed as soon as anything fails (see snapshot_source_rows)."""
     tmp = snapshot_dir() / f".tmp-{uuid.uuid4().hex}.jsonl"
@@ -777,7 +782,8 @@ def _write_snapshot_file(*, project: Project, filters: SnapshotFilters, split: S
     size = json_lines = 0
     try:
         with (open(tmp, "wb", buffering=1 << 20) as out,
-              closing(_rows_with_header(project=project, filters=filters, split=split, counts=counts)) as rows):
+              closing(_rows_with_header(project=project, filters=filters, split=split, counts=counts,
+                                        progress=progress)) as rows):
             for obj in rows:
                 line, by_json = canonical_line_and_writer(obj)
                 json_lines += by_json
@@ -792,14 +798,14 @@ def _write_snapshot_file(*, project: Project, filters: SnapshotFilters, split: S
     return tmp, digest.hexdigest(), size, json_lines, counts
 
 
-def _rows_with_header(*, project, filters, split, counts: _Counts) -> Iterator[dict]:
+def _rows_with_header(*, project, filters, split, counts: _Counts, progress=None) -> Iterator[dict]:
     yield snapshot_header(project=project, filters=filters, split=split)
-    for row in _consistent_rows(project=project, filters=filters, split=split):
+    for row in _consistent_rows(project=project, filters=filters, split=split, progress=progress):
         counts.add(row)
         yield row
 
 
-def _consistent_rows(*, project, filters, split) -> Iterator[dict]:
+def _consistent_rows(*, project, filters, split, progress=None) -> Iterator[dict]:
     """The rows, read from one consistent view of the database where that is cheap.
 
     PostgreSQL: one REPEATABLE READ read-only transaction, so that the labels, the gold labels
@@ -810,14 +816,14 @@ def _consistent_rows(*, project, filters, split) -> Iterator[dict]:
     annotators' submits.
     """
     if connection.vendor != "postgresql":
-        yield from snapshot_source_rows(project=project, filters=filters, split=split)
+        yield from snapshot_source_rows(project=project, filters=filters, split=split, progress=progress)
         return
     outer = connection.in_atomic_block
     with transaction.atomic():
         if not outer:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        yield from snapshot_source_rows(project=project, filters=filters, split=split)
+        yield from snapshot_source_rows(project=project, filters=filters, split=split, progress=progress)
 
 
 # --- Services ---------------------------------------------------------------------------------
@@ -828,14 +834,21 @@ def _check_admin(user) -> None:
 
 
 def snapshot_create(*, user, project: Project, filters: SnapshotFilters | None = None,
-                    split: SplitSettings | None = None) -> tuple[DatasetSnapshot, bool]:
-    """Freeze the project's labels. Returns (snapshot, created): when a snapshot with the same
-    content exists it is returned and nothing is written (created False). `user` None is the
-    system (management command)."""
+                    split: SplitSettings | None = None,
+                    progress: Callable[[int], None] | None = None) -> tuple[DatasetSnapshot, bool]:
+    """Freeze the project's labels, in this process. Returns (snapshot, created): when a
+    snapshot with the same content exists it is returned and nothing is written (created
+    False). `user` None is the system (management command). `progress` is called with the
+    prompts read so far (see snapshot_prompt_total); an exception it raises (a cancelled job)
+    stops the snapshot and leaves nothing behind.
+
+    The pages and the API do not call this: they queue a snapshot job
+    (training.snapshot_jobs), which calls it on a worker."""
     _check_admin(user)
     filters = filters or SnapshotFilters()
     split = split or SplitSettings()
-    tmp, sha256, size, json_lines, counts = _write_snapshot_file(project=project, filters=filters, split=split)
+    tmp, sha256, size, json_lines, counts = _write_snapshot_file(project=project, filters=filters, split=split,
+                                                                 progress=progress)
     final = snapshot_dir() / f"{sha256}.jsonl"
     try:
         if final.exists():
@@ -865,6 +878,17 @@ def snapshot_create(*, user, project: Project, filters: SnapshotFilters | None =
             raise
         return existing, False
     return snapshot, True
+
+
+def snapshot_prompt_total(*, project: Project, filters: SnapshotFilters) -> int:
+    """How many of the project's prompts a snapshot with `filters` reads (the end of its
+    `progress`)."""
+    return _prompts(project=project, filters=filters).count()
+
+
+def snapshot_spec_dict(*, filters: SnapshotFilters, split: SplitSettings) -> dict:
+    """The snapshot_spec_clean input that gives back `filters` and `split` (a job stores it)."""
+    return {**filters.as_dict(), "validation_fraction": split.validation_fraction, "split_seed": split.seed}
 
 
 def snapshot_file_sha256(snapshot: DatasetSnapshot) -> str:

@@ -43,3 +43,38 @@ def _recover_training_jobs(sender=None, **_kwargs) -> None:
         from training.evaluations import model_evaluations_recover
 
         model_evaluations_recover(worker_prefix=hostname)
+
+
+# --- Snapshots and exports: jobs of the `default` queue ("training.tasks.*" in CELERY_TASK_ROUTES) --
+
+SNAPSHOT_QUEUE = EXPORT_QUEUE = "default"
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def snapshot_job_task(self, job_id: int) -> str:
+    from training.snapshot_jobs import snapshot_job_execute
+
+    job = snapshot_job_execute(job_id=job_id, worker=worker_id(self.request.hostname))
+    return job.status if job is not None else "missing"
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def export_job_task(self, job_id: int) -> str:
+    from training.export_jobs import export_job_execute
+
+    job = export_job_execute(job_id=job_id, worker=worker_id(self.request.hostname))
+    return job.status if job is not None else "missing"
+
+
+@worker_ready.connect
+def _recover_snapshot_and_export_jobs(sender=None, **_kwargs) -> None:
+    """A worker of the `default` queue that starts re-queues the snapshot and export jobs a
+    killed worker left behind (they start over: neither keeps a partial result)."""
+    if not worker_consumes(sender, SNAPSHOT_QUEUE):
+        return
+    from training.export_jobs import export_jobs_recover
+    from training.snapshot_jobs import snapshot_jobs_recover
+
+    hostname = getattr(sender, "hostname", "") or ""
+    snapshot_jobs_recover(worker_prefix=hostname)
+    export_jobs_recover(worker_prefix=hostname)

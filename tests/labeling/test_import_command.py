@@ -11,6 +11,13 @@ from labeling.models import ImportRun, Prompt
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    """The command's copy of the file (an import keeps one while it runs) goes here."""
+    settings.DATA_DIR = tmp_path / "data"
+    return settings.DATA_DIR
+
+
 def import_data(*args, **options):
     out = io.StringIO()
     call_command("import_data", *args, stdout=out, stderr=io.StringIO(), **options)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling.importers import IMPORT_FORMATS, import_run_create
+from labeling.importers import IMPORT_FORMATS, import_run_in_process
 from labeling.importers import fgrlhf as fgrlhf_module
 from labeling.importers import readers as readers_module
 from labeling.importers import run as run_module
@@ -22,12 +22,20 @@ SELF_INSTRUCT = FIXTURES / "self_instruct_seed_tasks.jsonl"
 FGRLHF_SLICE = FIXTURES / "fgrlhf_qa_dev_feedback_slice.json"
 
 
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    """Uploads go to this test's own data directory."""
+    settings.DATA_DIR = tmp_path / "data"
+    return settings.DATA_DIR
+
+
 def run_import(project, user, data, fmt, filename="upload"):
     if isinstance(data, (list, dict)):
         data = json.dumps(data)
     if isinstance(data, str):
         data = data.encode()
-    return import_run_create(project=project, user=user, stream=io.BytesIO(data), filename=filename, format=fmt)
+    return import_run_in_process(project=project, user=user, stream=io.BytesIO(data), filename=filename,
+                                 format=fmt)
 
 
 def jsonl(*rows):
@@ -137,7 +145,7 @@ def test_self_instruct_instruction_with_input_over_the_limit(project, admin_user
 
     run = run_import(project, admin_user, data, "self-instruct")
 
-    assert run.status == ImportRun.Status.PARTIAL
+    assert run.result == "partial"
     assert run.errors == [{"line": 2, "message": "instances[1]: the instruction with its input is 62 characters "
                                                  "long; the limit is 50."}]
     assert list(Prompt.objects.filter(project=project).values_list("external_id", flat=True)) == ["ok"]
@@ -288,7 +296,7 @@ def test_fgrlhf_bad_items_are_reported_by_item_number(project, admin_user):
 
     run = run_import(project, admin_user, items, "fgrlhf")
 
-    assert run.status == ImportRun.Status.PARTIAL
+    assert run.result == "partial"
     assert [e["line"] for e in run.errors] == [2, 3, 4, 5, 6]
     assert run.errors[0]["message"].startswith("item 2: preference must be a list of 6 values, each 0 (tie)")
     assert run.errors[1]["message"] == "item 3: question is empty."
@@ -315,7 +323,7 @@ def test_fgrlhf_broken_json_keeps_the_items_before_it(project, admin_user):
 
     run = run_import(project, admin_user, text, "fgrlhf")
 
-    assert run.status == ImportRun.Status.PARTIAL
+    assert run.result == "partial"
     assert run.counts["prompts"] == 2
     assert run.errors == [{"line": 3, "message": "item 3: invalid JSON: Expecting property name enclosed in double "
                                                  "quotes (line 4 of the file); the rest of the file was not read."}]
@@ -534,7 +542,7 @@ def test_jsonl_bad_rows_are_reported_with_line_numbers_and_good_rows_survive(pro
 
     run = run_import(project, admin_user, jsonl(*lines), "jsonl")
 
-    assert run.status == ImportRun.Status.PARTIAL
+    assert run.result == "partial"
     errors = {e["line"]: e["message"] for e in run.errors}
     assert sorted(errors) == [2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
     assert errors[2].startswith("invalid JSON: Expecting property name enclosed in double quotes (column 21)")
@@ -616,7 +624,7 @@ def test_only_the_first_errors_are_listed(project, admin_user, monkeypatch):
 
     assert [e["line"] for e in run.errors] == [1, 2, 0]
     assert run.errors[-1]["message"] == "2 more bad rows are not listed."
-    assert run.status == ImportRun.Status.PARTIAL
+    assert run.result == "partial"
 
 
 # --- permissions and arguments -------------------------------------------------------------------

@@ -454,28 +454,62 @@ def test_non_admins_cannot_import(as_user, make_user, project, role):
     assert client.post(url, {"file": upload, "format": "jsonl"}).status_code == 403
 
 
-def test_import_upload_shows_the_report(as_user, admin_user, project, monkeypatch):
-    calls = {}
+def test_import_upload_queues_the_import_and_its_page_shows_progress_then_the_report(
+        as_user, admin_user, project, published_jobs, settings, tmp_path):
+    from tests.job_fixtures import run_published
 
-    def fake_import(*, project, user, stream, filename, format):
-        calls.update(data=stream.read(), filename=filename, format=format, user=user)
-        return ImportRun.objects.create(
-            project=project, format=format, filename=filename, file_sha256="a" * 64,
-            status=ImportRun.Status.PARTIAL, counts={"rows": 3, "prompts": 2},
-            errors=[{"line": 3, "message": "missing <prompt> field"}], created_by=user,
-        )
-
-    monkeypatch.setattr("labeling.importers.import_run_create", fake_import)
+    settings.DATA_DIR = tmp_path
     client = as_user(admin_user)
     url = reverse("import_create", kwargs={"slug": project.slug})
-    response = client.post(url, {"file": SimpleUploadedFile("rows.jsonl", b"{}\n"), "format": "jsonl"})
+    data = b'{"prompt": "Fine"}\n{"prompt": "Also fine"}\n{"prompt": "x", "<prompt>": 1}\n'
+    response = client.post(url, {"file": SimpleUploadedFile("rows.jsonl", data), "format": "jsonl"})
     run = ImportRun.objects.get()
-    assert response.status_code == 302
-    assert response["Location"] == reverse("import_detail", kwargs={"slug": project.slug, "run_id": run.pk})
-    assert calls == {"data": b"{}\n", "filename": "rows.jsonl", "format": "jsonl", "user": admin_user}
-    text = page_text(client.get(response["Location"]))
-    assert "Succeeded with bad rows" in text and "missing &lt;prompt&gt; field" in text and ">3<" in text
+    detail = reverse("import_detail", kwargs={"slug": project.slug, "run_id": run.pk})
+    assert response.status_code == 302 and response["Location"] == detail
+    assert run.status == ImportRun.Status.QUEUED and run.created_by == admin_user and run.filename == "rows.jsonl"
+    assert [m["args"] for m in published_jobs] == [[run.pk]] and (tmp_path / run.path).read_bytes() == data
+    queued = page_text(client.get(detail))
+    assert "Queued" in queued and reverse("import_progress", kwargs={"slug": project.slug, "run_id": run.pk}) in queued
+    assert "Cancel import" in queued and "What was imported" not in queued
+
+    run_published(published_jobs[0])  # a worker runs it
+
+    text = page_text(client.get(detail))
+    assert "Succeeded with bad rows" in text and "&lt;prompt&gt;" in text and "<prompt>" not in text
+    assert ">3<" in text and "Cancel import" not in text
     assert "rows.jsonl" in page_text(client.get(url))  # listed under previous imports
+    assert Prompt.objects.filter(project=project).count() == 2
+
+
+def test_import_progress_fragment_polls_until_the_import_ends(as_user, admin_user, project, published_jobs, settings,
+                                                              tmp_path):
+    from tests.job_fixtures import run_published
+
+    settings.DATA_DIR = tmp_path
+    client = as_user(admin_user)
+    client.post(reverse("import_create", kwargs={"slug": project.slug}),
+                {"file": SimpleUploadedFile("rows.jsonl", b'{"prompt": "Hi"}\n'), "format": "jsonl"})
+    run = ImportRun.objects.get()
+    progress = reverse("import_progress", kwargs={"slug": project.slug, "run_id": run.pk})
+    live = client.get(progress + "?was=live", HTTP_HX_REQUEST="true")
+    assert 'hx-trigger="every' in page_text(live) and "HX-Refresh" not in live
+    run_published(published_jobs[0])
+    done = client.get(progress + "?was=live", HTTP_HX_REQUEST="true")
+    assert done["HX-Refresh"] == "true" and 'hx-trigger="every' not in page_text(done)
+
+
+def test_an_admin_cancels_a_queued_import_from_its_page(as_user, admin_user, project, published_jobs, settings,
+                                                        tmp_path):
+    settings.DATA_DIR = tmp_path
+    client = as_user(admin_user)
+    client.post(reverse("import_create", kwargs={"slug": project.slug}),
+                {"file": SimpleUploadedFile("rows.jsonl", b'{"prompt": "Hi"}\n'), "format": "jsonl"})
+    run = ImportRun.objects.get()
+    upload = tmp_path / run.path
+    response = client.post(reverse("import_cancel", kwargs={"slug": project.slug, "run_id": run.pk}), follow=True)
+    run.refresh_from_db()
+    assert run.status == ImportRun.Status.CANCELLED and "cancelled" in page_text(response)
+    assert not upload.exists() and run.path == ""  # nobody will read it now
 
 
 def test_import_detail_is_admin_only(as_user, reviewer, project):

@@ -326,3 +326,109 @@ def test_dashboard_of_a_project_without_labels(as_user, reviewer, project):
     response = as_user(reviewer).get(review_url(project))
     assert response.status_code == 200
     assert "No labels yet." in text_of(response) and "No prompt has a label yet." in text_of(response)
+
+
+# --- Reward scores on the reviewer's prompt page -----------------------------------------------
+
+def scores_url(project, prompt) -> str:
+    return reverse("modelhub:review_scores", kwargs={"slug": project.slug, "prompt_id": prompt.pk})
+
+
+def _reward_model(project, name="rm-<b>x</b>"):
+    from modelhub.models import ModelArtifact
+
+    return ModelArtifact.objects.create(name=name, kind="reward", project=project, path="/nowhere")
+
+
+def test_review_page_without_a_reward_model_shows_no_scores(as_user, reviewer, project, labelled):
+    from modelhub.models import ModelArtifact
+
+    prompt, _, _ = labelled
+    ModelArtifact.objects.create(name="rm-elsewhere", kind="reward", project=ProjectFactory(), path="/nowhere")
+    ModelArtifact.objects.create(name="rm-imported", kind="reward", path="/nowhere")
+    page = text_of(as_user(reviewer).get(review_url(project, prompt)))
+    assert "reward-status" not in page and "col-reward" not in page
+    fragment = text_of(as_user(reviewer).get(scores_url(project, prompt)))
+    assert "no reward model yet" in fragment
+
+
+def test_review_page_loads_the_reward_scores_after_it_renders(as_user, reviewer, admin_user, annotator, project,
+                                                               labelled, monkeypatch):
+    import training.evaluations
+
+    prompt, _, ids = labelled
+    _reward_model(project, name="rm-old")
+    rm = _reward_model(project)  # the newest of the project's reward models scores
+    calls = []
+
+    def fake_score(*, user, model, messages, candidates, documents=None):
+        calls.append({"model": model, "messages": messages, "candidates": candidates})
+        return [0.25, -1.5, 1.75]
+
+    monkeypatch.setattr(training.evaluations, "model_score", fake_score)
+    page = text_of(as_user(reviewer).get(review_url(project, prompt)))
+    assert calls == []  # the page itself never waits for a model
+    assert f'hx-get="{scores_url(project, prompt)}" hx-trigger="load"' in page
+    assert all(f'id="reward-{cid}"' in page for cid in ids)
+    assert "rm-&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    fragment = text_of(as_user(reviewer).get(scores_url(project, prompt)))
+    assert calls[0]["model"] == rm and calls[0]["messages"] == prompt.messages
+    assert calls[0]["candidates"] == [prompt.candidates.get(pk=cid).text for cid in ids]  # id order, like the rows
+    for cid, shown in zip(ids, ["0.25", "-1.50", "1.75"]):
+        cell = fragment[fragment.index(f'id="reward-{cid}"'):]
+        assert 'hx-swap-oob="true"' in cell[:80] and shown in cell[:400]
+    assert fragment.count("reward-best") == 1 and 'reward-score reward-best" title="Place 1 of 3' in fragment
+    assert "rm-&lt;b&gt;x&lt;/b&gt;" in fragment and "<b>x</b>" not in fragment
+    assert as_user(admin_user).get(scores_url(project, prompt)).status_code == 200
+    assert as_user(annotator).get(scores_url(project, prompt)).status_code == 403
+    other = PromptFactory(project=ProjectFactory())
+    assert as_user(reviewer).get(scores_url(project, other)).status_code == 404
+
+
+@pytest.mark.parametrize("error,shown", [
+    ("validation", "Reward scores unavailable: candidates must be a list of 1 to 16 answers."),
+    ("load", "Reward scores unavailable: rm-&lt;b&gt;x&lt;/b&gt; could not be loaded: no weights &lt;here&gt;"),
+])
+def test_a_reward_model_that_cannot_score_gives_a_short_message(as_user, reviewer, project, labelled, monkeypatch,
+                                                                 error, shown):
+    import training.evaluations
+    from modelhub.loading import ModelLoadError
+    from studio.errors import ValidationFailed
+
+    prompt, _, ids = labelled
+    _reward_model(project)
+
+    def failing(**kwargs):
+        if error == "validation":
+            raise ValidationFailed("candidates must be a list of 1 to 16 answers.")
+        raise ModelLoadError("no weights <here>")
+
+    monkeypatch.setattr(training.evaluations, "model_score", failing)
+    response = as_user(reviewer).get(scores_url(project, prompt))
+    fragment = text_of(response)
+    assert response.status_code == 200 and shown in fragment
+    assert all(f'id="reward-{cid}"' in fragment for cid in ids) and "reward-score" not in fragment  # cells emptied
+
+
+def test_a_real_reward_model_scores_the_answers(as_user, reviewer, make_user, tiny_model, settings, tmp_path,
+                                                monkeypatch):
+    """A tiny reward model trained here, in-process, scores a prompt's answers on the review page."""
+    from modelhub.selectors import project_reward_model
+    from tests.training.helpers import build_marker_project
+    from training import runs
+    from training.tasks import training_run_task
+
+    settings.DATA_DIR = tmp_path / "data"
+    settings.DATA_DIR.mkdir()
+    monkeypatch.setattr(training_run_task, "apply_async", lambda *args, **kwargs: None)
+    project, snapshot, admin = build_marker_project(make_user, prompts=8)
+    run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,
+                                   config={"learning_rate": 3e-3, "epochs": 1, "prompts_per_step": 4})
+    runs.training_run_execute(run_id=run.pk, worker="test:1")
+    run.refresh_from_db()
+    assert project_reward_model(project=project) == run.model
+    prompt = project.prompts.order_by("id").first()
+    fragment = text_of(as_user(reviewer).get(scores_url(project, prompt)))
+    scores = [float(fragment.split(f'id="reward-{c.pk}"')[1].split('data-reward-score="')[1].split('"')[0])
+              for c in prompt.candidates.order_by("id")]
+    assert len(scores) == 3 and fragment.count("reward-best") == 1 and "unavailable" not in fragment

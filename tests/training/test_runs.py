@@ -174,3 +174,23 @@ def test_a_finished_run_is_not_run_twice(marker, tiny_model, published):
     again = runs.training_run_execute(run_id=run.pk, worker="test:2")  # a second delivery of the message
     assert again.status == first.status == TrainingRun.Status.SUCCEEDED
     assert ModelArtifact.objects.filter(kind="sft").count() == 1
+
+
+def test_rankings_only_in_the_validation_split_train_with_nothing_held_out(make_user, tiny_model, published):
+    """One ranked prompt that falls in the validation split (as in a new project): the run trains
+    on it, reports no held-out metric, and a later evaluation on that split says it overlaps."""
+    from training import evaluations
+    from training.snapshots import snapshot_create, snapshot_spec_clean
+
+    project, _, admin = build_marker_project(make_user, prompts=4)
+    filters, split = snapshot_spec_clean({"validation_fraction": 0.99})  # every prompt validates
+    snapshot, _ = snapshot_create(user=admin, project=project, filters=filters, split=split)
+    run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot)
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.data_stats["held_out"] is False and "held none out" in run.log_tail
+    assert not any(k.startswith("validation/") for k in run.metrics)
+    assert run.model.config["held_out"] is False and not ModelEvaluation.objects.exists()
+    evaluation = ModelEvaluation.objects.create(model=run.model, snapshot=snapshot, split="validation")
+    evaluation = evaluations.model_evaluation_execute(evaluation_id=evaluation.pk, worker="test:1")
+    assert evaluation.results["overlaps_training"] is True

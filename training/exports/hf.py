@@ -14,6 +14,11 @@ Built in a temporary directory under DATA_DIR in one pass over the snapshot (row
 Parquet writer per split in batches of 1,000, so memory stays flat), then streamed as a tar
 archive file by file and deleted. The build starts when the first byte is asked for, so an
 export nobody reads costs nothing.
+
+Building can take long, so the API and the pages do not stream it: an export job
+(training.export_jobs, on the `default` queue) writes the tar to DATA_DIR/exports/ with
+`tar_chunks`, and the finished file is served. `manage.py dataset_export --format hf` still
+streams it in its own process.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -198,14 +203,18 @@ def tar_stream(root: Path, *, arc_root: str) -> Iterator[bytes]:
     yield end + b"\0" * ((tarfile.RECORDSIZE - written % tarfile.RECORDSIZE) % tarfile.RECORDSIZE)
 
 
-def build_dataset(rows, *, context: ExportContext, options: ExportOptions, kind: str, out: Path) -> Path:
-    """Write the dataset directory (card, Parquet, save_to_disk) under `out`; returns it."""
+def build_dataset(rows, *, context: ExportContext, options: ExportOptions, kind: str, out: Path,
+                  on_phase: Callable[[str], None] | None = None) -> Path:
+    """Write the dataset directory (card, Parquet, save_to_disk) under `out`; returns it.
+    `on_phase("dataset")` is called once the rows are read, before `datasets` saves them."""
     import datasets
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     (out / "data").mkdir(parents=True)
     counts = _write_parquet(kind, rows, options, out / "data")
+    if on_phase is not None:
+        on_phase("dataset")
     features = _features(kind)
     # An empty split is left out: `datasets` can neither save nor load a split without rows.
     for split, n in counts.items():
@@ -227,12 +236,22 @@ def stream(rows, *, context: ExportContext, options: ExportOptions):
 
 
 def _stream(rows, *, context, options, kind) -> Iterator[bytes]:
+    return tar_chunks(rows, context=context, options=options, kind=kind)
+
+
+def tar_chunks(rows, *, context: ExportContext, options: ExportOptions, kind: str,
+               on_phase: Callable[[str], None] | None = None) -> Iterator[bytes]:
+    """The export's tar archive as chunks: built in a temporary directory (removed however the
+    generator ends), then archived file by file. `on_phase` is told "dataset" when the rows are
+    read and "archive" when the archive starts."""
     base = Path(settings.DATA_DIR) / "exports-tmp"
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="hf-", dir=base))
     try:
         name = f"rlhf-studio-{context.sha256[:12]}-{kind}"
-        root = build_dataset(rows, context=context, options=options, kind=kind, out=tmp / name)
+        root = build_dataset(rows, context=context, options=options, kind=kind, out=tmp / name, on_phase=on_phase)
+        if on_phase is not None:
+            on_phase("archive")
         yield from tar_stream(root, arc_root=name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -138,6 +138,30 @@ def _init_score(model, missing: Sequence[str]) -> None:
         torch.nn.init.normal_(head.weight, std=model.config.initializer_range)
 
 
+def freeze_lower_layers(model, train_layers: int | None) -> int:
+    """Leave only the top `train_layers` transformer layers, the final norm and the head
+    trainable; returns how many layers train. Frozen layers keep no activations for a backward
+    pass (nothing below them needs a gradient), which is where the time goes on a CPU."""
+    if not train_layers:
+        return -1
+    base = _unwrap(model)
+    backbone = getattr(base, base.base_model_prefix)
+    layers = getattr(backbone, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(base).__name__} has no `layers` to freeze; set train_layers to null.")
+    keep = min(train_layers, len(layers))
+    for param in backbone.parameters():
+        param.requires_grad_(False)
+    for layer in list(layers)[len(layers) - keep:]:
+        for param in layer.parameters():
+            param.requires_grad_(True)
+    norm = getattr(backbone, "norm", None)
+    if norm is not None:
+        for param in norm.parameters():
+            param.requires_grad_(True)
+    return keep
+
+
 def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, task: str):
     """Wrap `model` with a trainable LoRA adapter (peft); a reward model's head trains whole."""
     from peft import LoraConfig, get_peft_model

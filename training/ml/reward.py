@@ -59,6 +59,7 @@ class RewardTask:
     pad_id: int
     device: torch.device
     precision: str = "fp32"
+    heartbeat: Callable[[], None] | None = None  # called during evaluation, which has no steps
 
     def plan(self, epoch: int) -> list[list[int]]:
         return step_plan(len(self.train), per_step=self.config.prompts_per_step, seed=self.config.seed, epoch=epoch)
@@ -100,7 +101,8 @@ class RewardTask:
             return {}
         result = reward_evaluate(model, self.validation, pad_id=self.pad_id, device=self.device,
                                  precision=self.precision, tokens_per_microbatch=self.config.tokens_per_microbatch,
-                                 shared_prefix=self.config.share_prompt_prefix, seed=self.config.seed)
+                                 shared_prefix=self.config.share_prompt_prefix, seed=self.config.seed,
+                                 progress=(lambda done, total: self.heartbeat()) if self.heartbeat else None)
         return {f"validation/{k}": v for k, v in result.items()}
 
 

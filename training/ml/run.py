@@ -26,6 +26,7 @@ from training.ml import data as D
 from training.ml.config import RewardConfig, SFTConfig, TrainConfig, config_from_dict
 from training.ml.models import (
     add_lora,
+    freeze_lower_layers,
     load_causal_lm_for_training,
     load_reward_model_for_training,
     load_tokenizer,
@@ -88,12 +89,18 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
         what = "rankings with at least one untied pair"
     train_examples, train_stats = make("train")
     validation, validation_stats = make("validation")
+    stats = {"train": train_stats.as_dict(), "validation": validation_stats.as_dict(), "held_out": True}
+    if not train_examples and validation:
+        # A few labels that all fell in the validation split (the split is by prompt, for every
+        # kind at once): train on them rather than refuse, and hold nothing out, so that no
+        # metric is ever computed on what the model was trained on. The run and the model say so.
+        stats.update(held_out=False, note=f"The training split has no {what}; the run trained on the "
+                     f"{len(validation)} of the validation split and held none out (no validation metrics).")
+        return validation, [], stats
     if not train_examples:
-        held = (f" ({validation_stats.examples} are in the validation split: make a snapshot with a smaller "
-                "validation share, or add labels)") if validation_stats.examples else ""
-        raise TrainingDataError(f"The snapshot's training split has no {what}{held}. "
-                                f"Add some and make a new snapshot, then start the run again.")
-    return train_examples, validation, {"train": train_stats.as_dict(), "validation": validation_stats.as_dict()}
+        raise TrainingDataError(f"The snapshot has no {what}. Add some and make a new snapshot, then start the "
+                                "run again.")
+    return train_examples, validation, stats
 
 
 def _tokenizer_source(base: Path, adapter_of: Path | None) -> Path:
@@ -107,6 +114,26 @@ def _device(accelerator, device: torch.device | None) -> torch.device:
     if accelerator is not None:
         return accelerator.device
     return device or torch.device("cpu")
+
+
+def _shared_reward_offset(model, best, accelerator, **kwargs) -> tuple[float, float, int]:
+    """reward_offset over several processes: each scores every world-th answer, the scores are
+    gathered in their original order on every process, so all compute the same offset."""
+    import torch.distributed as dist
+
+    from training.ml.reward import score_pairs
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = score_pairs(model, best[rank::world], **kwargs) if best else []
+    parts = [None] * world
+    dist.all_gather_object(parts, mine)
+    scores = [0.0] * len(best)
+    for r, part in enumerate(parts):
+        scores[r::world] = part
+    if not scores:
+        return 0.0, 0.0, 0
+    values = torch.tensor(scores)
+    return float(values.mean()), float(values.std()) if len(values) > 1 else 0.0, len(values)
 
 
 def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Hooks | None = None,
@@ -141,6 +168,8 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
         torch.manual_seed(config.seed)
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                          target_modules=config.lora_target_modules, task=spec.kind)
+    if config.train_layers:
+        freeze_lower_layers(model, config.train_layers)
     model.to(device)
     pad_id = tokenizer.pad_token_id
     if spec.kind == "reward":
@@ -149,24 +178,31 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     else:
         task = SFTTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
                        precision=precision)
+    task.heartbeat = lambda: hooks.progress(0, 0)  # evaluations of big splits take minutes: stay alive
     t1 = time.perf_counter()
     result = train(model=model, task=task, config=config, checkpoint_dir=Path(spec.checkpoint_dir), hooks=hooks,
                    accelerator=accelerator)
     t2 = time.perf_counter()
 
+    several = accelerator is not None and accelerator.num_processes > 1
     offset = None
     if spec.kind == "reward" and config.normalize:
         best = D.best_answers(rows(), tokenizer, split="train", max_length=config.max_length,
                               max_response_tokens=config.max_response_tokens)
-        mean, std, count = reward_offset(model, best, pad_id=pad_id, device=device, precision=precision,
-                                         tokens_per_microbatch=config.tokens_per_microbatch)
+        if several:
+            mean, std, count = _shared_reward_offset(model, best, accelerator, pad_id=pad_id, device=device,
+                                                     precision=precision,
+                                                     tokens_per_microbatch=config.tokens_per_microbatch)
+        else:
+            mean, std, count = reward_offset(model, best, pad_id=pad_id, device=device, precision=precision,
+                                             tokens_per_microbatch=config.tokens_per_microbatch)
         offset = {"mean": round(mean, 6), "std": round(std, 6), "answers": count}
     is_main = accelerator is None or accelerator.is_main_process
-    if is_main:
+    if is_main:  # the others hold the same weights (the trainer's replica_difference says how close)
         save_trained(model, tokenizer, Path(spec.output_dir),
                      reward_offset=(offset or {}).get("mean", 0.0) if spec.kind == "reward" else None)
-    if accelerator is not None and accelerator.num_processes > 1:
-        accelerator.wait_for_everyone()
+    if several:
+        accelerator.wait_for_everyone()  # the model is whole on disk before any process returns
     t3 = time.perf_counter()
     metrics = {k: v for k, v in result.final_metrics.items()}
     if result.history:

@@ -42,6 +42,7 @@ class SFTTask:
     pad_id: int
     device: torch.device
     precision: str = "fp32"
+    heartbeat: Callable[[], None] | None = None  # called during evaluation, which has no steps
 
     def plan(self, epoch: int) -> list[list[int]]:
         return step_plan(len(self.train), per_step=self.config.batch_size, seed=self.config.seed, epoch=epoch)
@@ -78,6 +79,8 @@ class SFTTask:
             total, n = self._loss_sum(model, [self.validation[i] for i in group])
             loss_sum += float(total)
             tokens += n
+            if self.heartbeat is not None:
+                self.heartbeat()
         loss = loss_sum / max(tokens, 1)
         return {"validation/loss": round(loss, 6), "validation/perplexity": round(math.exp(min(loss, 50)), 4),
                 "validation/tokens": tokens, "validation/examples": len(self.validation)}

@@ -7,7 +7,23 @@ world-th) and, within a process, into micro-batches whose gradients add up. Each
 its loss by the step's global count (target tokens, prompts) and the processes' gradients are
 summed, so a step's gradient is the same on one process or several, in one micro-batch or
 many: a run on two processes ends where a run on one does (a test holds them within float
-tolerance). `accelerate launch` starts the processes and their process group.
+tolerance). `accelerate launch` starts the processes and their process group
+(training.ml.launch).
+
+Several processes, what each does (no DDP wrapper: every collective below is called by every
+process the same number of times, whatever its share of a step, so none can hang on another):
+    start       rank 0's weights are broadcast to all (a new head or adapter is drawn from the
+                seed everywhere; this makes "the same start" a fact, not a hope)
+    each step   its items[rank::world] (a small last step can leave a process none: it still
+                joins the sums, with zero gradients); then one all-reduce of the metric sums over
+                the union of their names, and one of the gradients (bucketed) -- a weight no
+                process used keeps no gradient, as on one process
+    evaluation  the main process only; the others go on and wait for it in the next collective
+    checkpoint  every process's random states gathered; the main process writes between two
+                barriers; on resume every process loads the checkpoint (and its own random states)
+    end         the final metrics broadcast from the main process; `replica_difference`, how far
+                the processes' weights drifted apart (0.0: the same all-reduced gradients gave the
+                same updates everywhere)
 
 Kill and resume: a checkpoint holds the trainable weights, AdamW's moments, the schedule, the
 random states and the step; the data order of an epoch depends only on (seed, epoch). A run
@@ -75,6 +91,9 @@ class TrainResult:
     final_metrics: dict  # the last evaluation's metrics
     history: list[dict] = field(default_factory=list)  # the steps this process ran (not resumed ones)
     seconds: float = 0.0
+    # Several processes: the largest difference between a process's weight fingerprint and the
+    # main process's at the end (0.0 when they hold the same weights); None on one process.
+    replica_difference: float | None = None
 
 
 def total_steps(*, n_steps_per_epoch: int, config: TrainConfig) -> int:
@@ -124,15 +143,20 @@ def train(*, model, task: Task, config: TrainConfig, checkpoint_dir: Path, hooks
     total = total_steps(n_steps_per_epoch=steps_per_epoch, config=config)
 
     torch.manual_seed(config.seed)
+    if world > 1:
+        _broadcast_weights(model)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, total)
 
     start, resumed_from, final_metrics = 0, None, {}
     latest = ckpt.latest_checkpoint(checkpoint_dir)
-    if latest is not None:
+    if latest is not None:  # every process loads it (the main process wrote it)
         state = ckpt.checkpoint_load(latest, model=model, optimizer=optimizer, scheduler=scheduler)
         start = resumed_from = latest.step
         final_metrics = state.get("last_evaluation", {})
+        own_rng = latest.path / f"rng-{rank}.pt"
+        if rank > 0 and own_rng.exists():
+            ckpt.rng_restore(torch.load(own_rng, weights_only=False))
 
     def backward(loss: torch.Tensor) -> None:
         loss.backward()
@@ -165,29 +189,37 @@ def train(*, model, task: Task, config: TrainConfig, checkpoint_dir: Path, hooks
         if is_main:
             hooks.log(record)
         step_in_epoch = index + 1
-        if _eval_due(config, done, step_in_epoch, steps_per_epoch, total):
+        if _eval_due(config, done, step_in_epoch, steps_per_epoch, total) and is_main:
+            # The main process only: the others go on and wait for it in the next collective.
             model.eval()
             with torch.no_grad():
-                final_metrics = {"step": done, "epoch": record["epoch"], **task.evaluate(model)} if is_main else {}
-            if is_main:
-                hooks.evaluate(final_metrics)
+                final_metrics = {"step": done, "epoch": record["epoch"], **task.evaluate(model)}
+            hooks.evaluate(final_metrics)
         if done % config.checkpoint_every == 0 or step_in_epoch == steps_per_epoch:
             if done < total:  # the finished model is saved by the caller; a finished run never resumes
                 _save(checkpoint_dir, done, model, optimizer, scheduler, final_metrics, config, accelerator,
                       hooks, is_main)
+    replica_difference = None
+    if world > 1:
+        final_metrics = _from_main(final_metrics)
+        replica_difference = _replica_difference(model)
     return TrainResult(steps=total, total_steps=total, resumed_from=resumed_from, final_metrics=final_metrics,
-                       history=history, seconds=time.perf_counter() - t_start)
+                       history=history, seconds=time.perf_counter() - t_start, replica_difference=replica_difference)
 
 
 def _save(directory, step, model, optimizer, scheduler, last_evaluation, config, accelerator, hooks, is_main):
-    if accelerator is not None and accelerator.num_processes > 1:
-        accelerator.wait_for_everyone()
+    several = accelerator is not None and accelerator.num_processes > 1
+    rng_states = _gather_objects(ckpt.rng_state()) if several else []  # also the barrier before saving
     if is_main:
         path = ckpt.checkpoint_save(directory, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
                                     state={"last_evaluation": last_evaluation}, keep=config.keep_checkpoints)
+        # The others' random states (dropout draws differ by rank); a checkpoint without them
+        # (killed in between) resumes every process from the main process's.
+        for other, state in enumerate(rng_states[1:], start=1):
+            torch.save(state, path / f"rng-{other}.pt")
         hooks.checkpoint(step, path)
-    if accelerator is not None and accelerator.num_processes > 1:
-        accelerator.wait_for_everyone()
+    if several:
+        accelerator.wait_for_everyone()  # nobody goes on (or resumes) before the checkpoint is whole
 
 
 def _clip(model, max_norm: float) -> float:
@@ -199,28 +231,115 @@ def _clip(model, max_norm: float) -> float:
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
 
 
+BUCKET_ELEMENTS = 1 << 24  # values per all-reduce/broadcast (64 MiB of fp32): few calls, bounded extra memory
+
+
+def _buckets(tensors: list[torch.Tensor]) -> list[list[int]]:
+    """Indexes of `tensors` grouped by dtype and device into runs of at most BUCKET_ELEMENTS
+    values (a bigger tensor is a bucket of its own)."""
+    buckets: list[list[int]] = []
+    open_: dict[tuple, tuple[list[int], int]] = {}
+    for i, t in enumerate(tensors):
+        key = (t.dtype, t.device)
+        members, size = open_.get(key, ([], 0))
+        if members and size + t.numel() > BUCKET_ELEMENTS:
+            buckets.append(members)
+            members, size = [], 0
+        members.append(i)
+        open_[key] = (members, size + t.numel())
+    buckets.extend(members for members, _ in open_.values() if members)
+    return buckets
+
+
+def _collective_flat(tensors: list[torch.Tensor], op: Callable[[torch.Tensor], None]) -> None:
+    """Run `op` (an in-place collective) over `tensors` flattened bucket by bucket, and copy the
+    results back into them."""
+    for bucket in _buckets(tensors):
+        members = [tensors[i] for i in bucket]
+        flat = torch.cat([t.reshape(-1) for t in members])
+        op(flat)
+        offset = 0
+        for t in members:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
 def _sum_gradients(model) -> None:
     """Add up every process's gradients (each process's loss is already divided by the step's
-    global count, so the sum is the step's gradient): one all-reduce per weight after the step's
-    micro-batches, rather than DDP's after every backward, so processes that ran different
-    numbers of micro-batches never wait on each other."""
+    global count, so the sum is the step's gradient): all-reduces after the step's micro-batches,
+    rather than DDP's after every backward, so processes that ran different numbers of
+    micro-batches (or none: a small last step) never wait on each other. A process that did not
+    use a weight adds zeros; a weight no process used keeps no gradient, so AdamW skips it as it
+    does on one process (zeros would still move it by its momentum and weight decay)."""
     import torch.distributed as dist
 
-    for param in model.parameters():
-        if param.requires_grad:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    dist.all_reduce(used, op=dist.ReduceOp.MAX)
+    summed = []
+    for param, flag in zip(params, used.tolist()):
+        if flag:
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            summed.append(param.grad)
+    _collective_flat(summed, lambda flat: dist.all_reduce(flat, op=dist.ReduceOp.SUM))
+
+
+def _broadcast_weights(model) -> None:
+    """Every process starts from the main process's weights (what DDP does when it wraps a model)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        _collective_flat([p.data for p in model.parameters()], lambda flat: dist.broadcast(flat, src=0))
+
+
+def _gather_objects(value) -> list:
+    """Every process's `value` (picklable), in rank order, on every process."""
+    import torch.distributed as dist
+
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def _from_main(value):
+    """The main process's `value` on every process."""
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _sum_across(metrics: dict) -> dict:
-    """Add up every process's metric sums (`*_sum` and counts): means are taken after."""
+    """Add up every process's metric sums (`*_sum` and counts): means are taken after. Over the
+    union of the names: a process with no items in a step may report none (the reward task's
+    sums are empty then), and mismatched all-reduces would hang. Summed in rank order in
+    Python, so every process gets the very same numbers."""
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    gathered = _gather_objects(numeric)
+    names = sorted({k for part in gathered for k in part})
+    summed = {}
+    for name in names:
+        values = [part.get(name, 0) for part in gathered]
+        summed[name] = sum(values) if all(isinstance(v, int) for v in values) else float(sum(map(float, values)))
+    return {**metrics, **summed}
+
+
+def _replica_difference(model) -> float:
+    """How far the processes' weights drifted apart: per weight its sum and sum of squares in
+    float64, gathered, the largest difference from the main process's. 0.0 when identical."""
     import torch.distributed as dist
 
-    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return {**metrics, **dict(zip(keys, values.tolist()))}
+    params = list(model.parameters())
+    device = params[0].device
+    with torch.no_grad():
+        mine = torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]) for p in params]).reshape(-1)
+    everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(everyone, mine.to(device))
+    return max(float((other - everyone[0]).abs().max()) for other in everyone)
 
 
 def _finish(metrics: dict) -> dict:

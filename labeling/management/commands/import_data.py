@@ -1,6 +1,8 @@
 """python manage.py import_data FILE --project SLUG --format FORMAT
 
-Imports a file as the system (no user) and prints what it created and every bad row. Bad rows
+Imports a file as the system (no user), in this process (the import is recorded as a job like
+the ones the pages and the API queue, and it is finished when the command returns), and prints
+what it created and every bad row. Bad rows
 do not make it fail while others were imported: it exits non-zero only when it cannot start
 (unknown project or format, a file it cannot open) or when nothing in the file could be
 imported (status "failed": the wrong file, or the wrong format for it), so a script notices.
@@ -11,7 +13,7 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.importers import IMPORT_FORMATS, import_run_create, import_run_error_lines
+from labeling.importers import IMPORT_FORMATS, import_run_error_lines, import_run_in_process
 from labeling.models import ImportRun, Project
 
 
@@ -35,11 +37,11 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
         with stream:
-            run = import_run_create(project=project, user=None, stream=stream, filename=os.path.basename(path),
-                                    format=format_name)
+            run = import_run_in_process(project=project, user=None, stream=stream,
+                                        filename=os.path.basename(path), format=format_name)
 
         counts = ", ".join(f"{key} {value}" for key, value in run.counts.items())
-        self.stdout.write(f"Import {run.pk} of {path} into {project.slug} ({run.format}): {run.status}.")
+        self.stdout.write(f"Import {run.pk} of {path} into {project.slug} ({run.format}): {run.result}.")
         self.stdout.write(f"  {counts}")
         lines = import_run_error_lines(run=run)
         if lines:
@@ -47,5 +49,7 @@ class Command(BaseCommand):
             for line in lines:
                 self.stdout.write(f"    {line}")
         if run.status == ImportRun.Status.FAILED:
+            if not lines:  # the run broke (its error says how), not the file
+                raise CommandError(f"Import {run.pk} of {path} failed: {run.error}")
             raise CommandError(f"Nothing could be imported from {path} as {run.format}; the first problem: "
                                f"{lines[0]}")

@@ -43,7 +43,7 @@ def test_k_way_loss_equals_the_mean_of_the_pairwise_losses_it_replaces():
     pair = lambda w, l: math.log1p(math.exp(-(w - l)))  # noqa: E731
     assert per_prompt.tolist() == pytest.approx([(pair(a, b) + pair(a, c) + pair(b, c)) / 3, pair(d, e)], rel=1e-6)
     # ... and to the pairwise loss computed two forwards a pair (each pair's scores looked up again).
-    pairwise = [pairwise_ranking_loss(scores[[w]], scores[[l]]).item() for w, l in zip(better, worse)]
+    pairwise = [pairwise_ranking_loss(scores[w].reshape(1), scores[l].reshape(1)).item() for w, l in zip(better, worse)]
     assert per_prompt[0].item() == pytest.approx(sum(pairwise[:3]) / 3, rel=1e-6)
     per_prompt.sum().backward()
     assert scores.grad[0] < 0 < scores.grad[2]  # the best answer is pushed up, the worst down

@@ -124,10 +124,27 @@ def test_lora_trains_an_adapter_and_leaves_the_base_alone(tmp_path, tiny_model_d
 
 def test_no_training_examples_is_a_clear_error(tmp_path, tiny_model_dir):
     unranked = [dict(r, consensus=None, rankings=[], demonstrations=[]) for r in marker_rows(10)]
-    with pytest.raises(TrainingDataError, match="no rankings with at least one untied pair"):
+    with pytest.raises(TrainingDataError, match="has no rankings with at least one untied pair"):
         run_training(spec(tmp_path, "reward", REWARD, tiny_model_dir), lambda: iter(unranked))
     with pytest.raises(TrainingDataError, match="no demonstrations"):
         run_training(spec(tmp_path, "sft", SFT, tiny_model_dir), lambda: iter(unranked))
+    # Labels that all fell in the validation split are trained on, and nothing is held out.
     only_validation = [dict(r, split="validation") for r in marker_rows(10)]
-    with pytest.raises(TrainingDataError, match="10 are in the validation split"):
-        run_training(spec(tmp_path, "reward", REWARD, tiny_model_dir), lambda: iter(only_validation))
+    out = run_training(spec(tmp_path, "reward", {**REWARD, "epochs": 1}, tiny_model_dir),
+                       lambda: iter(only_validation))
+    assert out.data["held_out"] is False and "held none out" in out.data["note"]
+    assert out.result.steps == 2 and not any(k.startswith("validation/") for k in out.metrics)
+
+
+def test_train_layers_freezes_everything_below_the_top_layers(tmp_path, tiny_model_dir, rows):
+    out = run_training(spec(tmp_path, "reward", {**REWARD, "epochs": 1, "train_layers": 1}, tiny_model_dir),
+                       lambda: iter(rows))
+    tokenizer = load_tokenizer(tiny_model_dir)
+    reward_pad_token(tokenizer)
+    initial = load_reward_model_for_training(tiny_model_dir, tokenizer=tokenizer, seed=1).state_dict()
+    trained = weights(out.output_dir)
+    frozen = [k for k in initial if k.startswith(("model.embed_tokens", "model.layers.0."))]
+    moved = [k for k in initial if k.startswith(("model.layers.1.", "score"))]
+    assert frozen and moved
+    assert all(torch.equal(trained[k], initial[k]) for k in frozen)
+    assert all(not torch.equal(trained[k], initial[k]) for k in moved if k.endswith("weight"))

@@ -2,7 +2,9 @@
 
 Freezes a project's labels as a dataset snapshot (as the system: no user) and prints its sha256
 alone on standard output, so scripts can capture it: `SHA=$(manage.py dataset_snapshot --project p)`.
-What it made (or that the same snapshot already existed) goes to standard error.
+What it made (or that the same snapshot already existed) goes to standard error. It runs in this
+process and has finished when it returns (the pages and the API hand snapshots to a worker as
+snapshot jobs: training.snapshot_jobs).
 """
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 // form to the streamed export URL and the browser downloads it natively; with it, the export is
 // fetched, its rows are counted as they arrive (line-based formats) against the row count the
 // server announces (X-Export-Expected-Rows), and the file is saved when it is complete.
+// Exports built by a background job first (data-job: hf) answer 202 with the job: its progress
+// is polled and shown, then the finished file is fetched the same way.
 (function () {
   "use strict";
 
@@ -23,7 +25,34 @@
       if (value !== "") params.append(key, value);
     });
     var query = params.toString();
-    return button.formAction + (query ? "?" + query : "");
+    return (button.dataset.apiUrl || button.formAction) + (query ? "?" + query : "");
+  }
+
+  function sleep(ms) {
+    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+  }
+
+  var PHASES = {rows: "Reading rows", dataset: "Saving the dataset", archive: "Writing the archive", done: "Done"};
+
+  // Poll an export job until it has finished, showing its progress; returns the finished job.
+  async function waitForJob(job, bar, status) {
+    for (;;) {
+      bar.max = 100;
+      bar.value = job.progress || 0;
+      if (job.status === "queued") {
+        status.textContent = "Queued: waiting for a worker…";
+      } else if (job.status === "running") {
+        status.textContent = (PHASES[job.phase] || "Building") +
+          (job.phase === "rows" && job.rows_total ? " " + job.rows_done.toLocaleString() + " / " +
+            job.rows_total.toLocaleString() : "…");
+      } else {
+        return job;
+      }
+      await sleep(1000);
+      var response = await fetch(job.url, {credentials: "same-origin", headers: {Accept: "application/json"}});
+      if (!response.ok) throw new Error("could not follow export job " + job.id + " (" + response.status + ")");
+      job = await response.json();
+    }
   }
 
   async function download(form, button) {
@@ -38,6 +67,13 @@
     status.textContent = "Starting…";
     try {
       var response = await fetch(exportUrl(form, button), {credentials: "same-origin"});
+      if (response.status === 202) {
+        var job = await waitForJob(await response.json(), bar, status);
+        if (job.status !== "succeeded") throw new Error(job.error || "the export job was " + job.status + ".");
+        bar.removeAttribute("value");
+        status.textContent = "Downloading…";
+        response = await fetch(job.download_url, {credentials: "same-origin"});
+      }
       if (!response.ok) {
         var detail = response.statusText;
         try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
