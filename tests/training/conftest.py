@@ -32,3 +32,22 @@ def labelled(db, make_user):
     from tests.training.helpers import build_labelled_project
 
     return build_labelled_project(make_user)
+
+
+@pytest.fixture
+def marker(make_user):
+    """(project, snapshot, admin): 40 prompts whose labels follow a rule a reward model can learn
+    (tests.training.helpers.build_marker_project)."""
+    from tests.training.helpers import build_marker_project
+
+    return build_marker_project(make_user, prompts=40)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Training tasks recorded instead of sent to a broker."""
+    from training.tasks import training_run_task
+
+    sent = []
+    monkeypatch.setattr(training_run_task, "apply_async", lambda args=None, **kw: sent.append(args))
+    return sent

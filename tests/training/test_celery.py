@@ -28,8 +28,8 @@ def test_a_killed_training_worker_resumes_from_the_last_checkpoint(workers, make
     run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,
                                    config=LONG_RUN)
     first = workers("train-kill@%h", queues="training")
-    checkpointed = wait_for(lambda: (r := state(run.pk)).checkpoint_step and r.checkpoint_step >= 20 and r,
-                            timeout=180, what="two checkpoints", worker=first, interval=0.02)
+    wait_for(lambda: (r := state(run.pk)).checkpoint_step and r.checkpoint_step >= 20 and r,
+             timeout=180, what="two checkpoints", worker=first, interval=0.02)
     first.kill(signal.SIGKILL)
     killed = state(run.pk)
     assert killed.status == "running", f"the run ended before the kill: {killed.status} {killed.error}"

@@ -12,26 +12,10 @@ import pytest
 from modelhub.models import ModelArtifact
 from training import runs
 from training.models import ModelEvaluation, TrainingMetric, TrainingRun
-from tests.training.helpers import build_marker_project
 
 pytestmark = pytest.mark.django_db
 
 FAST_REWARD = {"learning_rate": 3e-3, "epochs": 3, "prompts_per_step": 4, "checkpoint_every": 5}
-
-
-@pytest.fixture
-def marker(make_user):
-    return build_marker_project(make_user, prompts=40)
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """Training tasks recorded instead of sent to a broker."""
-    from training.tasks import training_run_task
-
-    sent = []
-    monkeypatch.setattr(training_run_task, "apply_async", lambda args=None, **kw: sent.append(args))
-    return sent
 
 
 @pytest.fixture

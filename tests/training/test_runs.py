@@ -17,21 +17,6 @@ pytestmark = pytest.mark.django_db
 FAST_REWARD = {"learning_rate": 3e-3, "epochs": 3, "prompts_per_step": 4, "checkpoint_every": 5}
 
 
-@pytest.fixture
-def marker(make_user):
-    return build_marker_project(make_user, prompts=40)
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """Training tasks recorded instead of sent to a broker."""
-    from training.tasks import training_run_task
-
-    sent = []
-    monkeypatch.setattr(training_run_task, "apply_async", lambda args=None, **kw: sent.append(args))
-    return sent
-
-
 def test_create_validates_fills_the_defaults_and_queues(marker, tiny_model, published):
     project, snapshot, admin = marker
     run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model.pk, snapshot=snapshot.sha256,

@@ -21,16 +21,6 @@ FAST_REWARD = {"learning_rate": 3e-3, "epochs": 2, "prompts_per_step": 4}
 
 
 @pytest.fixture
-def published(monkeypatch):
-    """Training tasks recorded instead of sent to a broker."""
-    from training.tasks import training_run_task
-
-    sent = []
-    monkeypatch.setattr(training_run_task, "apply_async", lambda args=None, **kw: sent.append(args))
-    return sent
-
-
-@pytest.fixture
 def marker(make_user):
     """(project, snapshot, admin): a small project whose snapshot file exists."""
     return build_marker_project(make_user, prompts=12)
