@@ -250,11 +250,26 @@ def epoch_order(n: int, *, seed: int, epoch: int) -> list[int]:
     return order
 
 
-def step_plan(n: int, *, per_step: int, seed: int, epoch: int) -> list[list[int]]:
+def step_plan(n: int, *, per_step: int, seed: int, epoch: int,
+              lengths: Sequence[int] | None = None, group: int = 32) -> list[list[int]]:
     """The examples of each optimizer step of an epoch: a shuffled order cut into steps of
-    `per_step` (the last may be smaller)."""
+    `per_step` (the last may be smaller), deterministic in (seed, epoch).
+
+    With `lengths`, steps are length-grouped: the shuffled order is cut into windows of `group`
+    steps, each window is sorted by length and cut into steps, and the steps are shuffled again,
+    so a step's examples have similar lengths (little padding) while which examples meet, and
+    the order of steps, stay random. (Transformers' LengthGroupedSampler does the same with 50.)
+    """
     order = epoch_order(n, seed=seed, epoch=epoch)
-    return [order[i:i + per_step] for i in range(0, n, per_step)]
+    if lengths is None:
+        return [order[i:i + per_step] for i in range(0, n, per_step)]
+    window = per_step * group
+    steps: list[list[int]] = []
+    for start in range(0, n, window):
+        chunk = sorted(order[start:start + window], key=lambda i: (lengths[i], i))
+        steps.extend(chunk[i:i + per_step] for i in range(0, len(chunk), per_step))
+    random.Random(f"{seed}:{epoch}:steps").shuffle(steps)
+    return steps
 
 
 def microbatches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:

@@ -62,7 +62,9 @@ class RewardTask:
     heartbeat: Callable[[], None] | None = None  # called during evaluation, which has no steps
 
     def plan(self, epoch: int) -> list[list[int]]:
-        return step_plan(len(self.train), per_step=self.config.prompts_per_step, seed=self.config.seed, epoch=epoch)
+        shared = self.config.share_prompt_prefix
+        return step_plan(len(self.train), per_step=self.config.prompts_per_step, seed=self.config.seed, epoch=epoch,
+                         lengths=[group_cost(g, shared_prefix=shared) for g in self.train])
 
     def _microbatches(self, groups: Sequence[RewardGroup]) -> list[list[int]]:
         shared = self.config.share_prompt_prefix

@@ -45,7 +45,8 @@ class SFTTask:
     heartbeat: Callable[[], None] | None = None  # called during evaluation, which has no steps
 
     def plan(self, epoch: int) -> list[list[int]]:
-        return step_plan(len(self.train), per_step=self.config.batch_size, seed=self.config.seed, epoch=epoch)
+        return step_plan(len(self.train), per_step=self.config.batch_size, seed=self.config.seed, epoch=epoch,
+                         lengths=[e.length for e in self.train])
 
     def _loss_sum(self, model, examples: Sequence[SFTExample]) -> tuple[torch.Tensor, int]:
         batch = sft_batch(examples, pad_id=self.pad_id, device=self.device)

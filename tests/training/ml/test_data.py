@@ -136,3 +136,22 @@ def test_microbatches_respect_the_token_budget_and_group_similar_lengths():
         assert max(lengths[i] for i in g) * len(g) <= 200 or len(g) == 1
     assert [1, 5, 3] in groups  # the three short ones together
     assert [4] in groups  # longer than the budget: alone
+
+
+def test_length_grouped_steps_pad_less_and_still_cover_every_example_once():
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 500) for _ in range(400)]
+    plain = D.step_plan(400, per_step=8, seed=1, epoch=0)
+    grouped = D.step_plan(400, per_step=8, seed=1, epoch=0, lengths=lengths)
+    assert sorted(i for s in grouped for i in s) == list(range(400))
+    assert grouped == D.step_plan(400, per_step=8, seed=1, epoch=0, lengths=lengths)  # deterministic
+
+    def padding(plan):
+        return sum(max(lengths[i] for i in s) * len(s) - sum(lengths[i] for i in s) for s in plan)
+
+    assert padding(grouped) < 0.2 * padding(plain)
+    # Steps are not in length order: short and long steps are mixed through the epoch.
+    longest = [max(lengths[i] for i in s) for s in grouped]
+    assert longest != sorted(longest) and longest != sorted(longest, reverse=True)
