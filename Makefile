@@ -59,6 +59,7 @@ screenshots: $(STAMP) $(VENDOR_STAMP) e2e-deps
 	STUDIO_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/e2e -q
 
 bench: $(STAMP)
+	$(PIP) install -q -r requirements-bench.txt
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
