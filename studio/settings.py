@@ -1,4 +1,4 @@
-"""Settings, driven by environment variables (README lists every one).
+"""Settings, driven by environment variables (docs/configuration.md lists every one).
 
 The embedded default needs no server: SQLite, kombu's filesystem broker and a file result
 backend, all under STUDIO_DATA_DIR. DATABASE_URL switches to PostgreSQL and REDIS_URL to Redis;

@@ -160,13 +160,16 @@ class _Progress:
     holding the database's write lock (annotators' submits wait) and staying invisible until the
     snapshot ends. So a helper thread, with its own connection, reports every few seconds, and
     the reading thread stops when the helper finds the job cancelled. Inside a transaction the
-    caller already holds (tests) the heartbeat is written in it, from the reading thread."""
+    caller already holds (tests) the heartbeat is written in it, from the reading thread; except
+    on PostgreSQL, where the open stream holds the connection (psycopg's lock: a second query
+    from the same thread would wait for itself forever), so there nothing is written until the
+    snapshot ends."""
 
     def __init__(self, job: SnapshotJob, *, total: int, threaded: bool | None = None,
-                 every: float = jobs.HEARTBEAT_SECONDS):
+                 every: float | None = None):
         self.job = job
         self.total = total
-        self.every = every
+        self.every = jobs.HEARTBEAT_SECONDS if every is None else every
         self.done = 0
         self.started = time.monotonic()
         self.cancelled = False
@@ -174,7 +177,7 @@ class _Progress:
             threaded = not connection.in_atomic_block
         self.threaded = threaded
         self._stop = threading.Event()
-        self._beat = jobs.Heartbeat(job, every=every)
+        self._beat = jobs.Heartbeat(job, every=self.every)
         self._thread = None
         if threaded:
             self._thread = threading.Thread(target=self._report, name=f"snapshot-job-{job.pk}-heartbeat",
@@ -193,7 +196,7 @@ class _Progress:
         if self.threaded:
             if self.cancelled:
                 raise jobs.JobCancelled()
-        else:
+        elif connection.vendor != "postgresql":
             self._beat(**self._fields())
 
     def _report(self) -> None:

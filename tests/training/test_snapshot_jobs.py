@@ -107,6 +107,12 @@ def test_cancel_a_queued_job(labelled, published_jobs):
 
 
 def test_a_running_job_cancelled_stops_and_leaves_no_file(labelled, published_jobs, monkeypatch):
+    """Inside a transaction the caller holds, the heartbeat (and so the cancel) is seen by the
+    reading thread itself. On PostgreSQL the open stream holds the connection, so nothing is
+    written there mid-stream; workers (outside a transaction) are covered on both databases by
+    test_a_cancel_seen_by_the_helper_thread_stops_the_snapshot."""
+    if connection.vendor == "postgresql":
+        pytest.skip("inside a test transaction on PostgreSQL the stream holds the only connection")
     job = create(labelled)
     real = snapshot_jobs._Progress.__call__
 
@@ -236,8 +242,11 @@ def test_a_cancel_seen_by_the_helper_thread_stops_the_snapshot(make_user, publis
 
     def cancel_at_the_fifth(self, done):
         calls.append(done)
-        if done == 5:
-            SnapshotJob.objects.filter(pk=self.job.pk).update(status=Status.CANCELLED)  # an admin, elsewhere
+        if done == 5:  # an admin, elsewhere (another connection: on PostgreSQL the stream holds this one)
+            admin = threading.Thread(target=lambda: (
+                SnapshotJob.objects.filter(pk=self.job.pk).update(status=Status.CANCELLED), connection.close()))
+            admin.start()
+            admin.join()
         time.sleep(0.02)
         return report(self, done)
 

@@ -1,6 +1,6 @@
 """Config dataclasses of the training kinds: one per kind, every field commented, validated in
 `__post_init__`. The defaults suit the default model (SmolLM2-135M) on a 2-core CPU: pressing
-Train with them must give a good model in the time the README states.
+Train with them must give a good model in the time docs/training.md states.
 
 `config_from_dict(kind, data)` builds one from a JSON object (the API's "config"), refusing
 unknown keys and wrong types with a message that names the field.
@@ -63,10 +63,13 @@ class TrainConfig:
     keep_checkpoints: int = 2
     # Evaluate on the validation split every this many steps (0: at the end of each epoch only).
     eval_every: int = 0
-    # Train only the top this many transformer layers (and the final norm and head), every
-    # layer below stays frozen: the backward pass stops there, so a step costs about a third
-    # less per frozen third of the model. None trains every layer.
-    train_layers: int | None = None
+    # Train only the top this many transformer layers (and the final norm and head); every
+    # layer below stays frozen, so the backward pass stops there. None trains every layer.
+    # "auto": every layer on a GPU; the top 12 on a CPU, where the backward pass is most of a
+    # step: measured on the 2-core CPU with the default model, a reward-model step took 0.62x
+    # the time of training every layer, and validation accuracy on FineGrainedRLHF did not
+    # change beyond its noise (0.525 [0.468, 0.580] against 0.536 [0.478, 0.588], 539 pairs).
+    train_layers: int | str | None = "auto"
     # Train a LoRA adapter (peft) instead of every weight: far less memory, the adapter is
     # registered as a model whose parent is the base.
     lora: bool = False
@@ -92,9 +95,10 @@ class TrainConfig:
         _check(self.checkpoint_every >= 1, "checkpoint_every", "at least 1")
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", "at least 1")
         _check(self.eval_every >= 0, "eval_every", "0 or more")
-        _check(self.train_layers is None or self.train_layers >= 1, "train_layers", "at least 1 (or null for all)")
-        _check(not (self.lora and self.train_layers), "train_layers", "not with lora (the adapter already "
-               "trains a small part of every layer); set one of them")
+        _check(self.train_layers in (None, "auto") or (isinstance(self.train_layers, int) and self.train_layers >= 1),
+               "train_layers", 'at least 1, "auto" or null (every layer)')
+        _check(not (self.lora and isinstance(self.train_layers, int)), "train_layers",
+               "not with lora (the adapter already trains a small part of every layer); set one of them")
         _check(1 <= self.lora_r <= 1024, "lora_r", "from 1 to 1024")
         _check(self.lora_alpha >= 1, "lora_alpha", "at least 1")
         _check(0 <= self.lora_dropout < 1, "lora_dropout", "from 0 to 1")

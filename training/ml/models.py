@@ -138,6 +138,17 @@ def _init_score(model, missing: Sequence[str]) -> None:
         torch.nn.init.normal_(head.weight, std=model.config.initializer_range)
 
 
+AUTO_CPU_TRAIN_LAYERS = 12  # see TrainConfig.train_layers
+
+
+def resolve_train_layers(value, *, device: torch.device, lora: bool) -> int | None:
+    """How many top layers train: a config's int, None (all), or "auto" (all on a GPU, the top
+    AUTO_CPU_TRAIN_LAYERS on a CPU; all with LoRA, which already trains a little of each)."""
+    if value == "auto":
+        return None if lora or device.type != "cpu" else AUTO_CPU_TRAIN_LAYERS
+    return value
+
+
 def freeze_lower_layers(model, train_layers: int | None) -> int:
     """Leave only the top `train_layers` transformer layers, the final norm and the head
     trainable; returns how many layers train. Frozen layers keep no activations for a backward
@@ -150,6 +161,8 @@ def freeze_lower_layers(model, train_layers: int | None) -> int:
     if layers is None:
         raise ValueError(f"{type(base).__name__} has no `layers` to freeze; set train_layers to null.")
     keep = min(train_layers, len(layers))
+    if keep == len(layers):
+        return keep  # every layer trains: the embeddings too
     for param in backbone.parameters():
         param.requires_grad_(False)
     for layer in list(layers)[len(layers) - keep:]:

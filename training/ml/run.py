@@ -27,6 +27,7 @@ from training.ml.config import RewardConfig, SFTConfig, TrainConfig, config_from
 from training.ml.models import (
     add_lora,
     freeze_lower_layers,
+    resolve_train_layers,
     load_causal_lm_for_training,
     load_reward_model_for_training,
     load_tokenizer,
@@ -168,8 +169,9 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
         torch.manual_seed(config.seed)
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                          target_modules=config.lora_target_modules, task=spec.kind)
-    if config.train_layers:
-        freeze_lower_layers(model, config.train_layers)
+    train_layers = resolve_train_layers(config.train_layers, device=device, lora=config.lora)
+    trained_layers = freeze_lower_layers(model, train_layers)
+    data_stats["trained_layers"] = trained_layers if trained_layers > 0 else "all"
     model.to(device)
     pad_id = tokenizer.pad_token_id
     if spec.kind == "reward":

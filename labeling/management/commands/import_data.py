@@ -40,7 +40,10 @@ class Command(BaseCommand):
             run = import_run_in_process(project=project, user=None, stream=stream,
                                         filename=os.path.basename(path), format=format_name)
 
-        counts = ", ".join(f"{key} {value}" for key, value in run.counts.items())
+        # A fixed order: PostgreSQL's jsonb does not keep the order the counts were written in.
+        order = ["rows", "prompts", "demonstrations", "candidates", "rankings", "unchanged"]
+        keys = [key for key in order if key in run.counts] + [key for key in run.counts if key not in order]
+        counts = ", ".join(f"{key} {run.counts[key]}" for key in keys)
         self.stdout.write(f"Import {run.pk} of {path} into {project.slug} ({run.format}): {run.result}.")
         self.stdout.write(f"  {counts}")
         lines = import_run_error_lines(run=run)

@@ -58,3 +58,12 @@ def test_reward_tokenizer_pads_with_a_token_other_than_the_end_of_turn(tiny_mode
 def test_precision_auto_is_fp32_on_a_cpu():
     assert M.resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert M.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_train_layers_auto_trains_the_top_12_on_a_cpu_and_everything_on_a_gpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert M.resolve_train_layers("auto", device=cpu, lora=False) == 12
+    assert M.resolve_train_layers("auto", device=gpu, lora=False) is None
+    assert M.resolve_train_layers("auto", device=cpu, lora=True) is None  # LoRA trains a little of every layer
+    assert M.resolve_train_layers(4, device=gpu, lora=False) == 4
+    assert M.resolve_train_layers(None, device=cpu, lora=False) is None
