@@ -40,6 +40,16 @@ def _snapshot_job_context(job: SnapshotJob) -> dict:
             "can_cancel": not job.is_finished}
 
 
+def _cancel(request, job, cancel, kind: str, detail: str):
+    """A job page's Cancel button: cancel through the service, say how it went, back to the page."""
+    try:
+        cancel(user=request.user, job=job)
+        messages.success(request, f"{kind} job {job.pk} cancelled.")
+    except Conflict as exc:
+        messages.warning(request, str(exc))
+    return redirect(detail, job_id=job.pk)
+
+
 @studio_page
 @require_http_methods(["GET"])
 def snapshot_job_detail(request, job_id: int):
@@ -68,12 +78,7 @@ def snapshot_job_progress(request, job_id: int):
 @require_http_methods(["POST"])
 def snapshot_job_cancel(request, job_id: int):
     job = _snapshot_job(request, job_id)
-    try:
-        snapshot_jobs.snapshot_job_cancel(user=request.user, job=job)
-        messages.success(request, f"Snapshot job {job.pk} cancelled.")
-    except Conflict as exc:
-        messages.warning(request, str(exc))
-    return redirect("training:snapshot_job_detail", job_id=job.pk)
+    return _cancel(request, job, snapshot_jobs.snapshot_job_cancel, "Snapshot", "training:snapshot_job_detail")
 
 
 # --- Export jobs ------------------------------------------------------------------------------
@@ -129,9 +134,4 @@ def export_job_progress(request, job_id: int):
 @require_http_methods(["POST"])
 def export_job_cancel(request, job_id: int):
     job = _export_job(request, job_id)
-    try:
-        export_jobs.export_job_cancel(user=request.user, job=job)
-        messages.success(request, f"Export job {job.pk} cancelled.")
-    except Conflict as exc:
-        messages.warning(request, str(exc))
-    return redirect("training:export_job_detail", job_id=job.pk)
+    return _cancel(request, job, export_jobs.export_job_cancel, "Export", "training:export_job_detail")
