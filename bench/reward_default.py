@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--json", help="Also write the figures to this file.")
     args = parser.parse_args()
 
-    from bench.reward_training import import_and_snapshot, setup_django
+    from bench.common import import_and_snapshot, setup_django
 
     tmp = tempfile.mkdtemp(prefix="bench-reward-default-")
     try:

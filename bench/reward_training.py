@@ -42,7 +42,6 @@ The last line printed is a JSON object with every figure (--json PATH also write
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -62,70 +61,7 @@ DATA_FILE = ROOT.parent / "shared" / "data" / "fgrlhf_qa_dev_feedback.json"
 IMPORT_FORMAT = "fgrlhf"
 
 
-# --- Setup: a private database, the product's importer and snapshot ------------------------------
-
-def setup_django(data_dir: str) -> None:
-    """Django on a private SQLite database under `data_dir`: the user's DATABASE_URL and data
-    directory are left alone. The model store stays the user's (where the default model is
-    converted once), so its location is fixed before STUDIO_DATA_DIR moves."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    user_data = Path(os.environ.get("STUDIO_DATA_DIR", ROOT / "var"))
-    os.environ.setdefault("STUDIO_MODEL_DIR", str(user_data / "models"))
-    os.environ["STUDIO_DATA_DIR"] = data_dir
-    os.environ["DATABASE_URL"] = f"sqlite:///{Path(data_dir) / 'bench.sqlite3'}"
-    os.environ.setdefault("STUDIO_SECRET_KEY", "bench-reward-training")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "studio.settings"
-    for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):  # no job leaves this process
-        os.environ.pop(name, None)
-    import django
-
-    django.setup()
-
-
-def import_and_snapshot(path: Path, format_name: str) -> tuple[list[dict], dict]:
-    """Import `path` into a new project with the product's importer, snapshot it with the
-    default filters and split, and return the snapshot's rows and a summary."""
-    from django.core.management import call_command
-
-    from labeling import importers
-    from labeling.models import Project
-    from training.snapshots import snapshot_create, snapshot_read_rows
-
-    call_command("migrate", verbosity=0)
-    project = Project.objects.create(name="bench", slug="bench")
-    # The import_data command's way (in this process, waited for); older checkouts only had
-    # import_run_create, which then ran in process too.
-    run_import = getattr(importers, "import_run_in_process", None) or importers.import_run_create
-    with open(path, "rb") as stream:
-        run = run_import(project=project, user=None, stream=stream, filename=path.name, format=format_name)
-    if run.errors:
-        print(f"import: {len(run.errors)} error(s), first: {run.errors[0]}")
-    if not run.counts.get("prompts"):
-        sys.exit(f"The import of {path} wrote no prompts (status {run.status}, counts {run.counts}).")
-    snapshot, _ = snapshot_create(user=None, project=project)
-    rows = list(snapshot_read_rows(snapshot=snapshot))
-    return rows, {"file": path.name, "import_counts": run.counts, "snapshot_sha256": snapshot.sha256,
-                  "snapshot_split": {k: snapshot.split.get(k) for k in ("train", "validation",
-                                                                         "validation_fraction")}}
-
-
-# --- Helpers --------------------------------------------------------------------------------------
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+from bench.common import TrainSpan, free_memory, import_and_snapshot, setup_django, sync  # noqa: E402
 
 
 def fingerprint(model) -> str:
@@ -258,33 +194,6 @@ def ours_accuracy(model_dir: Path, groups, *, device, precision: str, token_budg
 
 # --- The variants ---------------------------------------------------------------------------------
 
-class TrainSpan:
-    """Hooks that time our trainer's steps: from the first step's start to the last step's end
-    (wall and this process's CPU time), and count checkpoints."""
-
-    def __init__(self, device):
-        self.device = device
-        self.start = self.end = None
-        self.checkpoints = 0
-
-    def progress(self, step: int, total: int) -> None:
-        if total and self.start is None:
-            sync(self.device)
-            self.start = (time.perf_counter(), time.process_time())
-
-    def log(self, record: dict) -> None:
-        sync(self.device)
-        self.end = (time.perf_counter(), time.process_time())
-
-    def checkpoint(self, step, path) -> None:
-        self.checkpoints += 1
-
-    def hooks(self):
-        from training.ml.trainer import Hooks
-
-        return Hooks(log=self.log, progress=self.progress, checkpoint=self.checkpoint)
-
-
 def run_ours(name: str, *, base: Path, rows: list[dict], config: dict, groups, device, work: Path) -> dict:
     """run_training(kind="reward") on the training rows; only train rows are given, so train()
     evaluates nothing inside the timing (validation is scored afterwards, the same for all)."""
@@ -348,10 +257,10 @@ def run_trl(*, base: Path, groups, reward_config, device, precision: str, work: 
     reward_pad_token(tokenizer)  # the pad token ours uses: transformers' pooling then reads the same token
     model = load_reward_model_for_training(base, tokenizer=tokenizer, seed=cfg.seed)
     start_fingerprint = fingerprint(model)
-    if getattr(cfg, "train_layers", None):  # the same trainable weights as ours
-        from training.ml.models import freeze_lower_layers
+    # The same trainable weights as ours (train_layers "auto" freezes the lower layers on a CPU).
+    from training.ml.models import freeze_lower_layers, resolve_train_layers
 
-        freeze_lower_layers(model, cfg.train_layers)
+    freeze_lower_layers(model, resolve_train_layers(getattr(cfg, "train_layers", None), device=device, lora=False))
     saving = {"save_strategy": "steps", "save_steps": cfg.checkpoint_every, "save_total_limit": cfg.keep_checkpoints}
     # TRL's default is activation (gradient) checkpointing on; ours keeps activations, so it is off.
     fields = TRLRewardConfig.__dataclass_fields__

@@ -191,6 +191,8 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     if spec.kind == "reward" and config.normalize:
         best = D.best_answers(rows(), tokenizer, split="train", max_length=config.max_length,
                               max_response_tokens=config.max_response_tokens)
+        if len(best) > config.normalize_answers:
+            best = random.Random(config.seed).sample(best, config.normalize_answers)
         if several:
             mean, std, count = _shared_reward_offset(model, best, accelerator, pad_id=pad_id, device=device,
                                                      precision=precision,

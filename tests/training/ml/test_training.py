@@ -64,6 +64,17 @@ def test_reward_model_learns_a_rule_it_only_sees_in_the_text(tmp_path, tiny_mode
     assert read_reward_offset(out.output_dir) == pytest.approx(out.reward_offset["mean"])
 
 
+def test_the_reward_offset_is_taken_over_a_seeded_sample_of_the_best_answers(tmp_path, tiny_model_dir, rows):
+    config = {**REWARD, "max_steps": 1, "normalize_answers": 10}
+    one = run_training(spec(tmp_path, "reward", config, tiny_model_dir, "one"), lambda: iter(rows))
+    two = run_training(spec(tmp_path, "reward", config, tiny_model_dir, "two"), lambda: iter(rows))
+    every = run_training(spec(tmp_path, "reward", {**config, "normalize_answers": 1000}, tiny_model_dir, "all"),
+                         lambda: iter(rows))
+    assert one.reward_offset["answers"] == 10 and every.reward_offset["answers"] == 96
+    assert one.reward_offset["mean"] == two.reward_offset["mean"]  # the same sample each time
+    assert one.reward_offset["mean"] != every.reward_offset["mean"]
+
+
 def test_sft_lowers_the_validation_loss(tmp_path, tiny_model_dir, rows):
     evaluated = []
     out = run_training(spec(tmp_path, "sft", {**SFT, "eval_every": 1, "max_steps": 20}, tiny_model_dir),
