@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from modelhub import prompting
+from training.ml import prompting
 
-# The prompt templates live with the one prompt renderer (modelhub.prompting).
+# The prompt templates live with the one prompt renderer (training.ml.prompting).
 PROMPT_TEMPLATES = prompting.PROMPT_TEMPLATES
 
 
@@ -113,13 +113,13 @@ class BatchStats:
 # --- Prompt building -------------------------------------------------------------------------
 
 def build_chat(messages: Sequence[dict], documents: Sequence[dict] = (), template: str = "plain") -> list[dict]:
-    """Chat messages for one candidate (modelhub.prompting.render_chat: the renderer training
+    """Chat messages for one candidate (training.ml.prompting.render_chat: the renderer training
     and the exports use too)."""
     return prompting.render_chat(messages, documents, template)
 
 
 def encode_chat(tokenizer, chat: Sequence[dict], *, max_prompt_tokens: int = 2048) -> list[int]:
-    """Token ids of `chat` with the generation prompt (modelhub.prompting.encode_prompt).
+    """Token ids of `chat` with the generation prompt (training.ml.prompting.encode_prompt).
     Too-long prompts keep their last `max_prompt_tokens` tokens: the question is at the end."""
     return prompting.encode_prompt(tokenizer, chat)[-max_prompt_tokens:]
 

@@ -182,7 +182,7 @@ def load_causal_lm(path: str | Path, *, format: str = "", device: torch.device |
 
 # Written beside a trained reward model's weights: where its score is read and the offset that
 # centres it (training.ml.models.save_trained writes it; every scorer subtracts the offset).
-REWARD_HEAD_FILE = "reward_head.json"
+from training.ml.models import REWARD_HEAD_FILE  # noqa: E402 (written there by the trainer)
 
 
 def read_reward_offset(path: str | Path) -> float:

@@ -132,7 +132,7 @@ def model_score(*, user, model: ModelArtifact, messages, candidates, documents=N
     shifted by the model's offset (0 = as good as the training split's best answers)."""
     import torch
 
-    from modelhub.prompting import encode_response, render_chat
+    from training.ml.prompting import encode_response, render_chat
     from training.ml.data import cap_response, fit_prompt
     from training.ml.models import score_shared_prefix
 

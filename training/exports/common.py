@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from modelhub.prompting import render_chat, render_transcript
-from training.pairs import numeric_ratings, pair_margin, ranking_pairs  # noqa: F401 (exports use them from here)
+from training.ml.prompting import render_chat, render_transcript
+from training.ml.pairs import numeric_ratings, pair_margin, ranking_pairs  # noqa: F401 (exports use them from here)
 from studio.errors import ValidationFailed
 
 LABELS = ("consensus", "annotators", "both")
@@ -95,14 +95,14 @@ def buffered(chunks: Iterable[bytes], size: int = 64 * 1024) -> Iterator[bytes]:
 def prompt_messages(row: dict) -> list[dict]:
     """The prompt as chat messages ({"role", "content"} only), with its reference documents in
     the system message (after any custom instructions), where every chat template reads them:
-    modelhub.prompting.render_chat, the renderer generation and training use."""
+    training.ml.prompting.render_chat, the renderer generation and training use."""
     return render_chat(row["messages"], row["documents"])
 
 
 def prompt_text(row: dict) -> str:
     """The prompt as one string (TRL's "standard" format): the transcript in the Anthropic HH
     style ("Human: …\n\nAssistant:") that a model without a chat template is sampled from and
-    trained on (modelhub.prompting.render_transcript), so prompt + " " + answer reads as the
+    trained on (training.ml.prompting.render_transcript), so prompt + " " + answer reads as the
     conversation."""
     return render_transcript(prompt_messages(row))
 

@@ -1,7 +1,7 @@
 """Training examples from snapshot rows, and the batch plans that feed them to the model.
 
 Pure Python over the snapshot's row dicts (training.snapshots writes them) and a tokenizer;
-no Django, no torch. Every prompt is rendered by modelhub.prompting, the renderer generation
+no Django, no torch. Every prompt is rendered by training.ml.prompting, the renderer generation
 samples from, so a model trains on exactly the text its candidates were written after.
 
     sft_examples(rows, tokenizer, ...)      -> one SFTExample per demonstration
@@ -18,8 +18,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from modelhub.prompting import encode_prompt, encode_response, render_chat
-from training.pairs import numeric_ratings, pair_margin, ranking_pairs
+from training.ml.prompting import encode_prompt, encode_response, render_chat
+from training.ml.pairs import numeric_ratings, pair_margin, ranking_pairs
 
 WRITTEN_SOURCE = "written"
 

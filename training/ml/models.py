@@ -20,7 +20,9 @@ from typing import Sequence
 
 import torch
 
-from modelhub.loading import REWARD_HEAD_FILE, read_reward_offset  # noqa: F401 (the model hub reads them)
+# Beside a trained reward model: {"offset": …}, subtracted from its raw scores (normalisation).
+# The model hub (modelhub.loading) reads it.
+REWARD_HEAD_FILE = "reward_head.json"
 
 
 # --- Devices and precision --------------------------------------------------------------------
@@ -78,7 +80,7 @@ def reward_pad_token(tokenizer) -> None:
     sequence-classification pooling, which looks for the last non-pad token, would read the
     token before it: pad with another special token so that any tool reading the saved model
     scores the same token we do."""
-    from modelhub.prompting import end_of_turn_id
+    from training.ml.prompting import end_of_turn_id
 
     end = end_of_turn_id(tokenizer)
     if tokenizer.pad_token_id not in (None, end, tokenizer.eos_token_id):

@@ -1,7 +1,7 @@
 """Examples from snapshot rows: what is a target, what truncation keeps, which pairs are made."""
 from __future__ import annotations
 
-from modelhub.prompting import encode_prompt, encode_response, end_of_turn_id, render_chat
+from training.ml.prompting import encode_prompt, encode_response, end_of_turn_id, render_chat
 from training.ml import data as D
 
 

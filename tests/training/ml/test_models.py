@@ -47,7 +47,7 @@ def test_shared_prefix_trains_what_whole_sequences_train(reward_model):
 
 
 def test_reward_tokenizer_pads_with_a_token_other_than_the_end_of_turn(tiny_model_dir):
-    from modelhub.prompting import end_of_turn_id
+    from training.ml.prompting import end_of_turn_id
 
     tokenizer = M.load_tokenizer(tiny_model_dir)
     tokenizer.pad_token = tokenizer.eos_token  # as SmolLM2 ships

@@ -10,7 +10,8 @@ import torch
 
 from training.ml import checkpoints as ckpt
 from training.ml.data import reward_groups
-from training.ml.models import load_reward_model_for_training, load_tokenizer, read_reward_offset, reward_pad_token
+from modelhub.loading import read_reward_offset
+from training.ml.models import load_reward_model_for_training, load_tokenizer, reward_pad_token
 from training.ml.reward import reward_evaluate
 from training.ml.run import RunSpec, TrainingDataError, run_training
 from training.ml.trainer import Hooks
