@@ -134,6 +134,7 @@ def _import_context(request, project, run) -> dict:
     return {
         "project": project,
         "run": run,
+        "job": run,  # the shared progress card (templates/_job_progress.html) reads `job`
         # Bad rows are numbered by line (JSONL) or by item (a JSON list), as the format reads them.
         "unit": getattr(importers.IMPORT_FORMATS.get(run.format), "unit", "line"),
         "poll_seconds": IMPORT_POLL_SECONDS,
