@@ -42,7 +42,8 @@ class TrainingRunForm(forms.Form):
     (a reward model, another project's model): its message is the one a user can act on."""
 
     kind = forms.ChoiceField(choices=[("sft", "Supervised fine-tuning (SFT) — learns from demonstrations"),
-                                      ("reward", "Reward model — learns from rankings")],
+                                      ("reward", "Reward model — learns from rankings"),
+                                      ("dpo", "DPO — the policy learns from rankings directly, no reward model")],
                              initial="reward", label="Kind")
     base_model = forms.ModelChoiceField(queryset=None, empty_label=None, label="Base model",
                                         help_text="The language model to start from: the base, or an SFT model of "

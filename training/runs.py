@@ -42,8 +42,9 @@ from training.snapshots import snapshot_read_rows
 log = logging.getLogger(__name__)
 
 Status = TrainingRun.Status
-AVAILABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.REWARD)
-REGISTERED_KIND = {TrainingRun.Kind.SFT: ModelArtifact.Kind.SFT, TrainingRun.Kind.REWARD: ModelArtifact.Kind.REWARD}
+AVAILABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.REWARD, TrainingRun.Kind.DPO)
+REGISTERED_KIND = {TrainingRun.Kind.SFT: ModelArtifact.Kind.SFT, TrainingRun.Kind.REWARD: ModelArtifact.Kind.REWARD,
+                   TrainingRun.Kind.DPO: ModelArtifact.Kind.DPO}
 LOG_LINES = 200  # lines of the run's log kept for its page
 STEP_LINES = 50  # about this many step lines over a run, so evaluations and resumes stay in view
 
@@ -73,7 +74,7 @@ def _check_kind(kind) -> str:
     if kind in AVAILABLE_KINDS:
         return kind
     if kind in TrainingRun.Kind.values:
-        message = f"{kind} runs are not available yet; sft and reward are."
+        message = f"{kind} runs are not available yet; {', '.join(AVAILABLE_KINDS)} are."
     else:
         message = f"Unknown kind {kind!r}; use one of {', '.join(AVAILABLE_KINDS)}."
     raise ValidationFailed(message, {"kind": [message]})

@@ -39,6 +39,7 @@ KINDS = tuple(str(k) for k in runs.AVAILABLE_KINDS)
 KEY_METRICS = {
     "reward": [("validation/accuracy", "validation accuracy"), ("train/accuracy", "train accuracy")],
     "sft": [("validation/loss", "validation loss"), ("train/loss", "train loss")],
+    "dpo": [("validation/accuracy", "validation preference accuracy"), ("train/accuracy", "train preference accuracy")],
 }
 # What the data table shows of data_stats[split], in order.
 DATA_ROWS = [("prompts", "Prompts"), ("examples", "Examples"), ("pairs", "Ranked pairs"),

@@ -1,5 +1,6 @@
 /* A training run's live plots (uPlot, vendored): train loss, learning rate, gradient norm and the
- * validation metric (loss for SFT; accuracy with its 95% interval as a band for a reward model).
+ * validation metric (loss for SFT; accuracy with its 95% interval as a band for a reward model and
+ * DPO, which also plots its implicit reward margin, chosen minus rejected).
  *
  * The page gives the metrics API's URL in data-metrics-url. The script reads every row once, then
  * while the run is live (data-live="true" and the progress card, which htmx re-polls, has no
@@ -24,6 +25,7 @@
     loss: { split: "train", key: "loss", label: "loss", color: "#3b55c4" },
     lr: { split: "train", key: "lr", label: "learning rate", color: "#0f7a5c" },
     grad_norm: { split: "train", key: "grad_norm", label: "grad norm", color: "#a15c07" },
+    reward_margin: { split: "train", key: "reward_margin", label: "reward margin", color: "#c43b6e" },
     validation_loss: { split: "validation", key: "validation/loss", label: "validation loss", color: "#7a3bc4",
                        sparse: true },
     validation_accuracy: { split: "validation", key: "validation/accuracy", label: "accuracy", color: "#7a3bc4",

@@ -98,6 +98,35 @@ def test_an_sft_run_lowers_validation_loss_and_registers_an_sft_model(marker, ti
     assert run.model.kind == ModelArtifact.Kind.SFT and run.model.snapshot == snapshot
 
 
+def test_a_dpo_run_learns_the_rankings_and_registers_a_dpo_policy(marker, tiny_model, published):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
+                                   config={"learning_rate": 1e-3, "beta": 0.5, "epochs": 3, "prompts_per_step": 4})
+    assert run.config["beta"] == 0.5 and run.config["loss"] == "sigmoid"  # every default stored
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.metrics["validation/accuracy"] >= 0.9 and run.metrics["validation/reward_margin"] > 0
+    train_rows = list(TrainingMetric.objects.filter(run=run, split="train"))
+    assert len(train_rows) == run.total_steps and "reward_margin" in train_rows[-1].values
+    model = run.model
+    assert model.kind == ModelArtifact.Kind.DPO and model.is_generative and model.parent == tiny_model
+    assert model.snapshot == snapshot and model.project == project
+    assert model.config["training"]["beta"] == 0.5
+    assert project_generator_model(project=project) == tiny_model  # trained, not promoted
+    assert not ModelEvaluation.objects.filter(model=model).exists()  # a policy is not a reward model
+    assert not (run.run_dir / "checkpoints").exists()  # nor its cached reference
+
+
+def test_a_dpo_run_refuses_a_reward_model_and_bad_settings(marker, tiny_model, published):
+    project, snapshot, admin = marker
+    with pytest.raises(ValidationFailed, match="label_smoothing: only with the sigmoid loss"):
+        runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
+                                 config={"loss": "ipo", "label_smoothing": 0.1})
+    with pytest.raises(ValidationFailed, match="dpo runs take no reward_model"):
+        runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
+                                 reward_model=tiny_model.pk)
+
+
 def test_a_snapshot_without_demonstrations_fails_sft_with_a_clear_message(make_user, tiny_model, published):
     from labeling.models import Demonstration
     from training.snapshots import snapshot_create
@@ -112,16 +141,17 @@ def test_a_snapshot_without_demonstrations_fails_sft_with_a_clear_message(make_u
     assert run.model is None
 
 
-def test_a_snapshot_without_rankings_fails_a_reward_run_with_a_clear_message(make_user, tiny_model, published):
+def test_a_snapshot_without_rankings_fails_reward_and_dpo_runs_with_a_clear_message(make_user, tiny_model, published):
     from labeling.models import Ranking
     from training.snapshots import snapshot_create
 
     project, _, admin = build_marker_project(make_user, prompts=8)
     Ranking.objects.filter(prompt__project=project).delete()
     snapshot, _ = snapshot_create(user=admin, project=project)
-    run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot)
-    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
-    assert run.status == TrainingRun.Status.FAILED and "no rankings" in run.error
+    for kind in ("reward", "dpo"):
+        run = runs.training_run_create(user=admin, kind=kind, base_model=tiny_model, snapshot=snapshot)
+        run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+        assert run.status == TrainingRun.Status.FAILED and "no rankings" in run.error
 
 
 def test_a_missing_base_model_fails_with_what_to_do(marker, tiny_model, published, tmp_path):

@@ -141,11 +141,10 @@ LABELS = ("consensus", "annotators")
 
 
 @dataclass
-class RewardConfig(TrainConfig):
-    """The reward model: the base LM with a scalar head on the last token, trained with
-    InstructGPT's ranking loss over every K(K-1)/2 pair of each ranking, averaged per prompt."""
+class PreferenceConfig(TrainConfig):
+    """What every kind that learns from rankings shares (reward model, DPO): how a prompt's
+    ranked candidates become tokens and pairs, and how many prompts a step takes."""
 
-    learning_rate: float = 2e-5
     # Prompts (each with its K ranked candidates) per optimizer step.
     prompts_per_step: int = 8
     # Longest prompt + answer in tokens. The prompt is cut from the left (oldest turns first,
@@ -161,11 +160,6 @@ class RewardConfig(TrainConfig):
     # gradients cancel (cost without signal), and consensus already down-weights annotators who
     # fail gold items; with one ranking per prompt (imports) both are the same.
     labels: str = "consensus"
-    # Add the annotators' rating difference as a margin in the loss (Llama 2's margin loss):
-    # -log sigmoid(r_w - r_l - margin * margin_scale). Pairs without ratings get margin 0.
-    use_rating_margin: bool = False
-    # Multiplies rating differences (1-7 scale) into reward units.
-    margin_scale: float = 0.2
     # Encode the prompt once per prompt and its K answers on top of it (one KV cache), instead
     # of the whole prompt once per answer: the same scores, far fewer tokens when prompts are
     # longer than answers.
@@ -173,6 +167,27 @@ class RewardConfig(TrainConfig):
     # Padded tokens per forward pass: bounds memory (the default model keeps ~1.3 MB of
     # activations per token for the backward pass: 2048 tokens ~ 3 GB).
     tokens_per_microbatch: int = 2048
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(1 <= self.prompts_per_step <= 4096, "prompts_per_step", "from 1 to 4096")
+        _check(16 <= self.max_length <= 65536, "max_length", "from 16 to 65536")
+        _check(1 <= self.max_response_tokens < self.max_length, "max_response_tokens", "from 1 to max_length - 1")
+        _check(self.labels in LABELS, "labels", f"one of {', '.join(LABELS)}")
+        _check(self.tokens_per_microbatch >= self.max_length, "tokens_per_microbatch", "at least max_length")
+
+
+@dataclass
+class RewardConfig(PreferenceConfig):
+    """The reward model: the base LM with a scalar head on the last token, trained with
+    InstructGPT's ranking loss over every K(K-1)/2 pair of each ranking, averaged per prompt."""
+
+    learning_rate: float = 2e-5
+    # Add the annotators' rating difference as a margin in the loss (Llama 2's margin loss):
+    # -log sigmoid(r_w - r_l - margin * margin_scale). Pairs without ratings get margin 0.
+    use_rating_margin: bool = False
+    # Multiplies rating differences (1-7 scale) into reward units.
+    margin_scale: float = 0.2
     # After training, shift rewards so that the training split's best answers (demonstrations,
     # else the top-ranked candidates) score mean 0: rewards of different models compare, and PPO
     # starts from rewards centred on good answers.
@@ -185,15 +200,39 @@ class RewardConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         _check(self.normalize_answers >= 1, "normalize_answers", "at least 1")
-        _check(1 <= self.prompts_per_step <= 4096, "prompts_per_step", "from 1 to 4096")
-        _check(16 <= self.max_length <= 65536, "max_length", "from 16 to 65536")
-        _check(1 <= self.max_response_tokens < self.max_length, "max_response_tokens", "from 1 to max_length - 1")
-        _check(self.labels in LABELS, "labels", f"one of {', '.join(LABELS)}")
         _check(0 <= self.margin_scale <= 10, "margin_scale", "from 0 to 10")
-        _check(self.tokens_per_microbatch >= self.max_length, "tokens_per_microbatch", "at least max_length")
 
 
-CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "reward": RewardConfig}
+DPO_LOSSES = ("sigmoid", "ipo")
+
+
+@dataclass
+class DPOConfig(PreferenceConfig):
+    """Direct preference optimisation: the policy learns every pair of each ranking without a
+    reward model, against a frozen reference (the base it starts from) whose log-probabilities
+    are computed once before the first step and cached."""
+
+    learning_rate: float = 5e-6
+    # How far the policy may move from the reference: the implicit reward is
+    # beta * (log pi(y|x) - log pi_ref(y|x)). Smaller lets it move further (DPO paper: 0.1-0.5).
+    beta: float = 0.1
+    # "sigmoid": DPO's loss (Rafailov et al. 2023); "ipo": IPO's squared loss (Azar et al.
+    # 2023), which does not push the margin to infinity on pairs it already gets right. IPO
+    # compares log-probabilities averaged per answer token (as TRL does): its squared loss on
+    # sums would grow with the answers' length.
+    loss: str = "sigmoid"
+    # Conservative DPO (sigmoid only): the share of pairs assumed mislabelled; 0 trusts every label.
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(0 < self.beta <= 10, "beta", "above 0, at most 10")
+        _check(self.loss in DPO_LOSSES, "loss", f"one of {', '.join(DPO_LOSSES)}")
+        _check(0 <= self.label_smoothing < 0.5, "label_smoothing", "from 0 to 0.5 (exclusive)")
+        _check(self.loss == "sigmoid" or self.label_smoothing == 0, "label_smoothing", "only with the sigmoid loss")
+
+
+CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}
 
 
 def _type_ok(value, annotation) -> bool:
@@ -222,7 +261,7 @@ def config_fields(cls: type[TrainConfig]) -> dict[str, dataclasses.Field]:
 
 
 def config_from_dict(kind: str, data: dict | None) -> TrainConfig:
-    """The validated config of a `kind` ("sft", "reward") from a JSON object; missing fields
+    """The validated config of a `kind` ("sft", "reward", "dpo") from a JSON object; missing fields
     take their defaults. Raises ConfigError naming the first wrong field."""
     if kind not in CONFIGS:
         raise ConfigError("kind", f"unknown kind {kind!r}; one of {', '.join(CONFIGS)}")

@@ -57,7 +57,40 @@ def ranking_loss_per_prompt(scores: torch.Tensor, better: torch.Tensor, worse: t
     is scored once rather than once per pair it is in.
     """
     per_pair = pairwise_ranking_loss(scores[better], scores[worse], margin)  # (P,)
+    return mean_per_prompt(per_pair, pair_prompt, n_prompts)
+
+
+def mean_per_prompt(per_pair: torch.Tensor, pair_prompt: torch.Tensor, n_prompts: int) -> torch.Tensor:
+    """(n_prompts,) the mean of `per_pair` (P,) over each prompt's pairs (0 for a prompt with
+    none): every prompt weighs the same whatever the size of its ranking."""
     sums = torch.zeros(n_prompts, dtype=per_pair.dtype, device=per_pair.device).index_add(0, pair_prompt, per_pair)
     counts = torch.zeros(n_prompts, dtype=per_pair.dtype, device=per_pair.device).index_add(
         0, pair_prompt, torch.ones_like(per_pair))
     return sums / counts.clamp(min=1)
+
+
+def dpo_pair_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+                  reference_rejected: torch.Tensor, *, beta: float, loss: str = "sigmoid",
+                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO's loss per pair, from the log-probabilities (P,) of each pair's chosen and rejected
+    answer under the policy and the frozen reference. With the log-ratio margin
+
+        h = (log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))
+
+    "sigmoid" (Rafailov et al. 2023, eq. 7), with conservative label smoothing eps (Mitchell
+    2023, cDPO):   loss = -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)
+    "ipo" (Azar et al. 2023, eq. 17):   loss = (h - 1 / (2 beta))^2
+
+    Returns (loss, chosen_reward, rejected_reward), each (P,); the implicit rewards
+    beta * (log pi - log pi_ref) are detached, for metrics (accuracy: chosen > rejected).
+    """
+    chosen_ratio = policy_chosen.float() - reference_chosen.float()
+    rejected_ratio = policy_rejected.float() - reference_rejected.float()
+    h = chosen_ratio - rejected_ratio
+    if loss == "ipo":
+        per_pair = (h - 1 / (2 * beta)) ** 2
+    elif loss == "sigmoid":
+        per_pair = (1 - label_smoothing) * F.softplus(-beta * h) + label_smoothing * F.softplus(beta * h)
+    else:
+        raise ValueError(f"unknown DPO loss {loss!r}")
+    return per_pair, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()

@@ -239,27 +239,28 @@ def score_sequences(model, sequences: Sequence[Sequence[int]], *, pad_id: int) -
     return reward_head(model)(pooled).squeeze(-1).float()  # (N,)
 
 
-def score_shared_prefix(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
-                        pad_id: int) -> torch.Tensor:
-    """Scores of every answer of several prompts, each prompt encoded once.
+def encode_shared_prefix(backbone, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
+                         pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The hidden states of every answer of several prompts, each prompt encoded once.
 
-    prompts: B token lists; responses: for each prompt its answers' token lists. Returns (N,),
-    the answers in order (prompt 0's answers, then prompt 1's, ...).
+    prompts: B token lists; responses: for each prompt its answers' token lists (answers in
+    order: prompt 0's, then prompt 1's, ...). Returns (prompt_last (N, H): the hidden state of
+    each answer's prompt at its last token; answer_hidden (N, R, H); answer_ids (N, R);
+    answer_mask (N, R)).
 
     The prompts run left-padded, so each ends in the last column; their KV cache is repeated
     once per answer and the right-padded answers attend to it with positions that continue
     each prompt's own. Gradients flow through the cache into the prompt's encoding, so this
-    trains exactly what `score_sequences` trains.
+    trains exactly what encoding each answer with its own copy of the prompt trains.
     """
     from transformers import DynamicCache
 
-    device = next(model.parameters()).device
-    backbone = _backbone(model)
+    device = next(backbone.parameters()).device
     prompt_ids, prompt_mask = _pad_left(prompts, pad_id, device)  # (B, P)
     prompt_pos = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
     cache = DynamicCache()
-    backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, past_key_values=cache,
-             use_cache=True)
+    prompt_hidden = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
+                             past_key_values=cache, use_cache=True).last_hidden_state  # (B, P, H)
     owner = torch.tensor([b for b, answers in enumerate(responses) for _ in answers], dtype=torch.long,
                          device=device)  # (N,) the prompt of each answer
     cache.batch_select_indices(owner)  # (N, heads, P, d) per layer
@@ -270,8 +271,16 @@ def score_shared_prefix(model, prompts: Sequence[Sequence[int]], responses: Sequ
     positions = start.unsqueeze(1) + torch.arange(answer_ids.shape[1], device=device).unsqueeze(0)  # (N, R)
     hidden = backbone(input_ids=answer_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                       use_cache=True).last_hidden_state  # (N, R, H)
+    return prompt_hidden[owner, -1], hidden, answer_ids, answer_mask
+
+
+def score_shared_prefix(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
+                        pad_id: int) -> torch.Tensor:
+    """Scores (N,) of every answer of several prompts (in order), each prompt encoded once
+    (encode_shared_prefix)."""
+    _, hidden, _, answer_mask = encode_shared_prefix(_backbone(model), prompts, responses, pad_id=pad_id)
     last = answer_mask.sum(dim=1) - 1  # (N,)
-    pooled = hidden[torch.arange(len(answers), device=device), last]  # (N, H)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
     return reward_head(model)(pooled).squeeze(-1).float()  # (N,)
 
 
@@ -281,6 +290,49 @@ def score_groups(model, prompts, responses, *, pad_id: int, shared_prefix: bool)
         return score_shared_prefix(model, prompts, responses, pad_id=pad_id)
     return score_sequences(model, [tuple(p) + tuple(a) for p, group in zip(prompts, responses) for a in group],
                            pad_id=pad_id)
+
+
+# --- Answer log-probabilities (DPO, PPO) ---------------------------------------------------
+
+def _answer_token_logprobs(lm_head, before: torch.Tensor, answer_ids: torch.Tensor,
+                           answer_mask: torch.Tensor) -> torch.Tensor:
+    """(N, R) log p(answer token t | everything before it), 0 on padding. `before` (N, R, H)
+    holds the hidden state that predicts each answer token (the one at the token before it).
+    The vocabulary projection runs on answer positions only: the prompt's logits are never
+    needed, and at 49k words they would be most of the memory."""
+    logits = lm_head(before).float()  # (N, R, V)
+    token_logprobs = -torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), answer_ids.reshape(-1), reduction="none").view(answer_ids.shape)
+    return token_logprobs * answer_mask
+
+
+def answer_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
+                    pad_id: int, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(answer | prompt) of every answer of several prompts under a causal LM, summed over
+    the answer's tokens, and each answer's token count: ((N,), (N,)), answers in order.
+
+    shared_prefix: each prompt encoded once with its answers on its KV cache
+    (encode_shared_prefix); else each answer with its own copy of the prompt. The two agree up
+    to float rounding (a test holds them equal)."""
+    base = _unwrap(model)
+    backbone, lm_head = _backbone(model), base.get_output_embeddings()
+    device = next(model.parameters()).device
+    if shared_prefix:
+        prompt_last, hidden, answer_ids, answer_mask = encode_shared_prefix(backbone, prompts, responses,
+                                                                            pad_id=pad_id)
+        before = torch.cat([prompt_last.unsqueeze(1), hidden[:, :-1]], dim=1)  # (N, R, H)
+    else:
+        pairs = [(tuple(p), tuple(a)) for p, group in zip(prompts, responses) for a in group]
+        ids, mask = _pad_right([p + a for p, a in pairs], pad_id, device)  # (N, T)
+        hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # (N, T, H)
+        answer_ids, answer_mask = _pad_right([a for _, a in pairs], pad_id, device)  # (N, R)
+        starts = torch.tensor([len(p) for p, _ in pairs], device=device)  # (N,)
+        # Answer token t sits at position start + t and is predicted by the state at start + t - 1.
+        index = (starts.unsqueeze(1) - 1 + torch.arange(answer_ids.shape[1], device=device)).clamp(
+            max=hidden.shape[1] - 1)  # (N, R)
+        before = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (N, R, H)
+    token_logprobs = _answer_token_logprobs(lm_head, before, answer_ids, answer_mask)
+    return token_logprobs.sum(dim=1), answer_mask.sum(dim=1)
 
 
 # --- Saving -----------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ worker and `python -m training.ml.launch` calls under `accelerate launch` (sever
         1. the config, validated (config_from_dict)
         2. the tokenizer, and the snapshot rows made into examples (train and validation splits)
         3. the base model (as a reward model for "reward"), with a LoRA adapter if asked
+        3b. DPO: the reference's log-probabilities of every answer, once (cached beside the
+           checkpoints, so a resumed run reads them back)
         4. trainer.train: steps, checkpoints, resume, evaluation
         5. a reward model's offset, so that the training split's best answers score mean 0
         6. the model (or adapter) and tokenizer saved to spec.output_dir
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from training.ml import data as D
-from training.ml.config import RewardConfig, SFTConfig, TrainConfig, config_from_dict
+from training.ml.config import PreferenceConfig, RewardConfig, SFTConfig, TrainConfig, config_from_dict
 from training.ml.models import (
     add_lora,
     freeze_lower_layers,
@@ -44,7 +46,7 @@ class TrainingDataError(ValueError):
 
 @dataclass
 class RunSpec:
-    kind: str  # "sft" | "reward"
+    kind: str  # "sft" | "reward" | "dpo"
     base_path: str  # the base model's directory (or GGUF file), or its LoRA adapter's directory
     config: dict  # the run's config as JSON (validated here)
     output_dir: str  # where the trained model (or adapter) is saved
@@ -82,11 +84,12 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
                                             max_response_tokens=config.max_response_tokens)
         what = "demonstrations (ideal answers written on the prompt page or imported)"
     else:
-        assert isinstance(config, RewardConfig)
+        assert isinstance(config, PreferenceConfig)
+        margins = {"use_rating_margin": config.use_rating_margin, "margin_scale": config.margin_scale} \
+            if isinstance(config, RewardConfig) else {}
         make = lambda split: D.reward_groups(rows(), tokenizer, split=split, max_length=config.max_length,  # noqa: E731
                                              max_response_tokens=config.max_response_tokens, labels=config.labels,
-                                             use_rating_margin=config.use_rating_margin,
-                                             margin_scale=config.margin_scale)
+                                             **margins)
         what = "rankings with at least one untied pair"
     train_examples, train_stats = make("train")
     validation, validation_stats = make("validation")
@@ -117,30 +120,72 @@ def _device(accelerator, device: torch.device | None) -> torch.device:
     return device or torch.device("cpu")
 
 
-def _shared_reward_offset(model, best, accelerator, **kwargs) -> tuple[float, float, int]:
-    """reward_offset over several processes: each scores every world-th answer, the scores are
-    gathered in their original order on every process, so all compute the same offset."""
+def _gathered(accelerator, items: list, compute: Callable[[list], list]) -> list:
+    """compute(items) over several processes: each computes every world-th item, the parts are
+    gathered in the items' order on every process, so all hold the same list."""
     import torch.distributed as dist
 
+    rank, world = accelerator.process_index, accelerator.num_processes
+    parts = [None] * world
+    dist.all_gather_object(parts, compute(items[rank::world]) if items else [])
+    out: list = [None] * len(items)
+    for r, part in enumerate(parts):
+        out[r::world] = part
+    return out
+
+
+def _shared_reward_offset(model, best, accelerator, **kwargs) -> tuple[float, float, int]:
+    """reward_offset over several processes: every process computes the same offset from the
+    scores of all the answers (_gathered)."""
     from training.ml.reward import score_pairs
 
-    rank, world = accelerator.process_index, accelerator.num_processes
-    mine = score_pairs(model, best[rank::world], **kwargs) if best else []
-    parts = [None] * world
-    dist.all_gather_object(parts, mine)
-    scores = [0.0] * len(best)
-    for r, part in enumerate(parts):
-        scores[r::world] = part
+    scores = _gathered(accelerator, list(best), lambda part: score_pairs(model, part, **kwargs))
     if not scores:
         return 0.0, 0.0, 0
     values = torch.tensor(scores)
     return float(values.mean()), float(values.std()) if len(values) > 1 else 0.0, len(values)
 
 
+def _dpo_references(model, train_groups, validation, *, config, checkpoint_dir: Path, accelerator, hooks: Hooks,
+                    **kwargs) -> tuple[list, list]:
+    """The reference log-probabilities of the train and validation answers: the model before
+    its first step (with a LoRA adapter: the adapter as loaded, nothing trained yet). Computed
+    once and saved beside the checkpoints, where a resumed run finds them. On several
+    processes each computes a share (_gathered); the main process alone reads and writes the
+    file and tells the others whether it served, so none waits alone in a gather."""
+    from training.ml.dpo import load_reference, reference_logprobs, save_reference, REFERENCE_FILE
+
+    several = accelerator is not None and accelerator.num_processes > 1
+    is_main = accelerator is None or accelerator.is_main_process
+    options = dict(kwargs, tokens_per_microbatch=config.tokens_per_microbatch,
+                   shared_prefix=config.share_prompt_prefix, progress=lambda: hooks.progress(0, 0))
+    out = []
+    for name, groups in (("train", train_groups), ("validation", validation)):
+        path = checkpoint_dir / f"{name}-{REFERENCE_FILE}"
+        reference = load_reference(path, groups) if is_main else None
+        if several:
+            import torch.distributed as dist
+
+            saved = [reference is not None]
+            dist.broadcast_object_list(saved, src=0)
+            if saved[0] and reference is None:
+                reference = load_reference(path, groups)  # the main process found it whole
+        if reference is None:
+            if several:
+                reference = _gathered(accelerator, list(groups), lambda part: reference_logprobs(model, part, **options))
+            else:
+                reference = reference_logprobs(model, groups, **options)
+            if is_main:
+                save_reference(path, groups, reference)
+        out.append(reference)
+    return out[0], out[1]
+
+
 def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Hooks | None = None,
                  accelerator=None, device: torch.device | None = None) -> RunOutput:
     """Train and save; `accelerator` when launched by `accelerate` (its device and processes),
     else one process on `device` (CPU by default)."""
+    from training.ml.dpo import DPOTask
     from training.ml.reward import RewardTask, reward_offset
     from training.ml.sft import SFTTask
 
@@ -177,6 +222,13 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     if spec.kind == "reward":
         task = RewardTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
                           precision=precision)
+    elif spec.kind == "dpo":
+        train_reference, validation_reference = _dpo_references(
+            model, train_examples, validation, config=config, checkpoint_dir=Path(spec.checkpoint_dir),
+            accelerator=accelerator, hooks=hooks, pad_id=pad_id, device=device, precision=precision)
+        task = DPOTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
+                       precision=precision, train_reference=train_reference,
+                       validation_reference=validation_reference)
     else:
         task = SFTTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
                        precision=precision)

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[3]
 LAUNCH_TIMEOUT = 240  # seconds; a launch takes ~10-20 s on the shared 2-core machine (a hang fails here)
 COMMON = {"learning_rate": 3e-3, "epochs": 2, "checkpoint_every": 5, "seed": 1, "max_length": 128,
           "max_response_tokens": 32, "tokens_per_microbatch": 128}
-CONFIGS = {"sft": {**COMMON, "batch_size": 19}, "reward": {**COMMON, "prompts_per_step": 19}}
+CONFIGS = {"sft": {**COMMON, "batch_size": 19}, "reward": {**COMMON, "prompts_per_step": 19},
+           "dpo": {**COMMON, "prompts_per_step": 19, "learning_rate": 1e-3, "beta": 0.5}}
 STEPS = 12  # 2 epochs of 6 steps: 5 of 19 examples and 1 of 1
 WEIGHT_TOLERANCE = 2e-5
 
@@ -149,6 +150,34 @@ def test_sft_on_two_processes_ends_where_one_process_ends(tmp_path, tiny_model_d
     assert_metrics_match(out["metrics"], one.metrics)  # train/loss, validation/loss, perplexity
     difference = max_weight_difference(one.output_dir, Path(out["output_dir"]))
     print(f"sft: max weight difference, 1 vs 2 processes: {difference:.3g}")
+    assert difference < WEIGHT_TOLERANCE
+
+
+def test_dpo_on_two_processes_shares_the_reference_and_ends_where_one_process_ends(tmp_path, tiny_model_dir,
+                                                                                   snapshot_file):
+    from training.ml.dpo import REFERENCE_FILE
+
+    one, one_logged = one_process(tmp_path / "one", "dpo", tiny_model_dir, snapshot_file)
+    code, events, output = launch(tmp_path / "two", run_spec(tmp_path / "two", "dpo", tiny_model_dir),
+                                  snapshot_file)
+    assert code == 0, output[-3000:]
+    assert sorted(e["rank"] for e in of(events, "process")) == [0, 1]
+    records = [e["record"] for e in of(events, "log")]
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert_steps_match(records, one_logged)
+    (done,) = of(events, "done")
+    out = done["output"]
+    assert out["result"]["replica_difference"] == 0.0
+    assert_metrics_match(out["metrics"], one.metrics)  # validation loss, accuracy, margin, pairs
+    # The reference the two processes computed half each is the one this process computed whole.
+    for split in ("train", "validation"):
+        a = torch.load(tmp_path / "one" / "checkpoints" / f"{split}-{REFERENCE_FILE}", weights_only=False)
+        b = torch.load(tmp_path / "two" / "checkpoints" / f"{split}-{REFERENCE_FILE}", weights_only=False)
+        assert a["fingerprint"] == b["fingerprint"] and len(a["reference"]) == len(b["reference"]) > 0
+        for (logps_a, counts_a), (logps_b, counts_b) in zip(a["reference"], b["reference"]):
+            assert counts_a == counts_b and logps_a == pytest.approx(logps_b, abs=1e-4)
+    difference = max_weight_difference(one.output_dir, Path(out["output_dir"]))
+    print(f"dpo: max weight difference, 1 vs 2 processes: {difference:.3g}")
     assert difference < WEIGHT_TOLERANCE
 
 

@@ -9,6 +9,8 @@ import torch
 from training.ml.losses import (
     IGNORE_INDEX,
     causal_lm_loss_sum,
+    dpo_pair_loss,
+    mean_per_prompt,
     pairwise_ranking_loss,
     ranking_loss_per_prompt,
 )
@@ -64,3 +66,45 @@ def test_causal_lm_loss_sums_only_the_targets_and_counts_them():
     # Position 1 predicts token 2 (p = 0.8), position 2 predicts token 0 (p = 0.6).
     assert count == 2
     assert total.item() == pytest.approx(-math.log(0.8) - math.log(0.6), rel=1e-6)
+
+
+def _log_sigmoid(z: float) -> float:
+    return -math.log1p(math.exp(-z))
+
+
+# Two pairs: log-probabilities of chosen and rejected answers under the policy and the reference.
+POLICY_W, POLICY_L = torch.tensor([-10.0, -20.0]), torch.tensor([-12.0, -18.0])
+REF_W, REF_L = torch.tensor([-11.0, -19.0]), torch.tensor([-11.5, -19.5])
+# h = (pi_w - ref_w) - (pi_l - ref_l): pair 0: 1 - (-0.5) = 1.5; pair 1: -1 - 1.5 = -2.5
+
+
+def test_dpo_loss_is_minus_log_sigmoid_of_beta_times_the_log_ratio_margin():
+    loss, chosen, rejected = dpo_pair_loss(POLICY_W, POLICY_L, REF_W, REF_L, beta=0.1)
+    assert loss.tolist() == pytest.approx([-_log_sigmoid(0.15), -_log_sigmoid(-0.25)], rel=1e-6)
+    assert chosen.tolist() == pytest.approx([0.1, -0.1], rel=1e-6)  # beta * (pi_w - ref_w)
+    assert rejected.tolist() == pytest.approx([-0.05, 0.15], rel=1e-6)
+
+
+def test_dpo_label_smoothing_mixes_in_the_flipped_label():
+    loss, _, _ = dpo_pair_loss(POLICY_W, POLICY_L, REF_W, REF_L, beta=0.5, label_smoothing=0.2)
+    expected = [-0.8 * _log_sigmoid(0.5 * h) - 0.2 * _log_sigmoid(-0.5 * h) for h in (1.5, -2.5)]
+    assert loss.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ipo_loss_is_the_squared_distance_of_the_margin_from_one_over_two_beta():
+    loss, _, _ = dpo_pair_loss(POLICY_W, POLICY_L, REF_W, REF_L, beta=0.25, loss="ipo")
+    assert loss.tolist() == pytest.approx([(1.5 - 2.0) ** 2, (-2.5 - 2.0) ** 2], rel=1e-6)
+
+
+def test_dpo_loss_at_the_reference_is_log_2_and_pushes_chosen_up_rejected_down():
+    policy_w = REF_W.clone().requires_grad_(True)
+    policy_l = REF_L.clone().requires_grad_(True)
+    loss, _, _ = dpo_pair_loss(policy_w, policy_l, REF_W, REF_L, beta=0.1)
+    assert loss.tolist() == pytest.approx([math.log(2)] * 2, rel=1e-6)
+    loss.sum().backward()
+    assert (policy_w.grad < 0).all() and (policy_l.grad > 0).all()  # descent raises chosen, lowers rejected
+
+
+def test_mean_per_prompt_weighs_every_prompt_the_same():
+    got = mean_per_prompt(torch.tensor([1.0, 2.0, 3.0, 10.0]), torch.tensor([0, 0, 0, 2]), 3)
+    assert got.tolist() == pytest.approx([2.0, 0.0, 10.0])  # prompt 1 has no pair

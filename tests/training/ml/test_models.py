@@ -67,3 +67,37 @@ def test_train_layers_auto_trains_the_top_12_on_a_cpu_and_everything_on_a_gpu():
     assert M.resolve_train_layers("auto", device=cpu, lora=True) is None  # LoRA trains a little of every layer
     assert M.resolve_train_layers(4, device=gpu, lora=False) == 4
     assert M.resolve_train_layers(None, device=cpu, lora=False) is None
+
+
+@pytest.fixture(scope="module")
+def language_model(tiny_model_dir):
+    return M.load_causal_lm_for_training(tiny_model_dir), M.load_tokenizer(tiny_model_dir)
+
+
+def test_answer_logprobs_are_the_models_own_next_token_log_probabilities(language_model):
+    model, tokenizer = language_model
+    logps, counts = M.answer_logprobs(model, PROMPTS, ANSWERS, pad_id=tokenizer.pad_token_id, shared_prefix=False)
+    assert counts.tolist() == [3, 2, 4, 2, 6]
+    # By hand for prompt 1's second answer: the full forward's log-softmax at each position
+    # before an answer token, at that token.
+    sequence = PROMPTS[1] + ANSWERS[1][1]
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=torch.tensor([sequence])).logits[0].float(), dim=-1)
+    start = len(PROMPTS[1])
+    expected = sum(log_probs[start + t - 1, token].item() for t, token in enumerate(ANSWERS[1][1]))
+    assert logps[4].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_answer_logprobs_of_a_shared_prompt_equal_those_of_whole_sequences(language_model):
+    model, tokenizer = language_model
+    grads = []
+    values = []
+    for shared in (False, True):
+        model.zero_grad()
+        logps, _ = M.answer_logprobs(model, PROMPTS, ANSWERS, pad_id=tokenizer.pad_token_id, shared_prefix=shared)
+        values.append(logps.detach())
+        (logps * torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0])).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert torch.allclose(values[0], values[1], atol=1e-4)
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-4), name

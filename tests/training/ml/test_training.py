@@ -4,14 +4,17 @@ resumed ends where an uninterrupted run ends."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from training.ml import checkpoints as ckpt
 from training.ml.data import reward_groups
 from modelhub.loading import read_reward_offset
-from training.ml.models import load_reward_model_for_training, load_tokenizer, reward_pad_token
+from training.ml.models import (answer_logprobs, load_causal_lm_for_training, load_reward_model_for_training,
+                                load_tokenizer, reward_pad_token)
 from training.ml.reward import reward_evaluate
 from training.ml.run import RunSpec, TrainingDataError, run_training
 from training.ml.trainer import Hooks
@@ -20,6 +23,7 @@ from tests.training.ml.conftest import marker_rows
 
 REWARD = {"learning_rate": 3e-3, "epochs": 3, "prompts_per_step": 8, "checkpoint_every": 5, "seed": 1}
 SFT = {"learning_rate": 3e-3, "epochs": 2, "batch_size": 8, "checkpoint_every": 5, "seed": 1}
+DPO = {"learning_rate": 1e-3, "epochs": 3, "prompts_per_step": 8, "checkpoint_every": 5, "seed": 1, "beta": 0.5}
 
 
 class Stop(Exception):
@@ -86,7 +90,69 @@ def test_sft_lowers_the_validation_loss(tmp_path, tiny_model_dir, rows):
     assert (out.output_dir / "config.json").exists() and (out.output_dir / "tokenizer_config.json").exists()
 
 
-@pytest.mark.parametrize("kind,config", [("reward", REWARD), ("sft", SFT)])
+def test_dpo_learns_to_prefer_the_answers_its_rankings_prefer(tmp_path, tiny_model_dir, rows):
+    logged, evaluated = [], []
+    out = run_training(spec(tmp_path, "dpo", {**DPO, "eval_every": 6}, tiny_model_dir), lambda: iter(rows),
+                       hooks=Hooks(log=logged.append, evaluate=evaluated.append))
+    assert out.data["train"]["pairs"] == 192 and out.data["validation"]["pairs"] == 48  # held out
+    first, last = evaluated[0], evaluated[-1]
+    assert last["validation/accuracy"] >= 0.9, evaluated
+    assert last["validation/loss"] < first["validation/loss"] < math.log(2)
+    assert last["validation/reward_margin"] > 0
+    assert out.metrics["validation/pairs"] == 48 and out.metrics["validation/prompts"] == 24
+    low, high = out.metrics["validation/accuracy_ci"]
+    assert low <= out.metrics["validation/accuracy"] <= high
+    assert logged[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)  # the policy starts as its reference
+    assert logged[-1]["loss"] < 0.5 * math.log(2)
+    assert logged[-1]["reward_margin"] > logged[0]["reward_margin"] == pytest.approx(0, abs=1e-4)
+    # Checked without the task's own metrics: the saved policy, against the base, raised the
+    # log-probability of the held-out answers that end in the marker over the others.
+    tokenizer = load_tokenizer(tiny_model_dir)
+    groups, _ = reward_groups(rows, tokenizer, split="validation", max_length=512, max_response_tokens=256)
+
+    def logps(path):
+        model = load_causal_lm_for_training(path)
+        with torch.no_grad():
+            return answer_logprobs(model, [g.prompt_ids for g in groups], [g.responses for g in groups],
+                                   pad_id=tokenizer.pad_token_id)[0]
+
+    ratio, offset, wins = logps(out.output_dir) - logps(tiny_model_dir), 0, []
+    for g in groups:  # each group's pairs rank its marked answer over the two others
+        wins += [bool(ratio[offset + better] > ratio[offset + worse]) for better, worse, _ in g.pairs]
+        offset += len(g.responses)
+    assert len(wins) == 48
+    assert sum(wins) / len(wins) >= 0.9, sum(wins) / len(wins)
+    trained = weights(out.output_dir)
+    initial = load_file(next(tiny_model_dir.glob("*.safetensors")))
+    assert not torch.equal(trained["model.layers.0.self_attn.q_proj.weight"],
+                           initial["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_dpo_reads_its_cached_reference_when_resumed(tmp_path, tiny_model_dir, rows, monkeypatch):
+    from training.ml import dpo
+
+    config = {**DPO, "max_steps": 8}
+
+    def die_at_step_7(record):
+        if record["step"] == 7:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        run_training(spec(tmp_path, "dpo", config, tiny_model_dir), lambda: iter(rows), hooks=Hooks(log=die_at_step_7))
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*" + dpo.REFERENCE_FILE))
+    assert saved == ["train-" + dpo.REFERENCE_FILE, "validation-" + dpo.REFERENCE_FILE]
+    calls = []
+    original = dpo.reference_logprobs
+    monkeypatch.setattr(dpo, "reference_logprobs", lambda *a, **k: calls.append(1) or original(*a, **k))
+    resumed = run_training(spec(tmp_path, "dpo", config, tiny_model_dir), lambda: iter(rows))
+    assert resumed.result.resumed_from == 5 and calls == []
+    # Other examples (another max_length) do not take a reference computed for these.
+    other = {**config, "max_response_tokens": 4}
+    run_training(spec(tmp_path, "dpo", {**other, "max_steps": 1}, tiny_model_dir, "other"), lambda: iter(rows))
+    assert calls == [1, 1]
+
+
+@pytest.mark.parametrize("kind,config", [("reward", REWARD), ("sft", SFT), ("dpo", DPO)])
 def test_a_run_killed_after_a_checkpoint_resumes_and_ends_where_an_uninterrupted_run_ends(
         tmp_path, tiny_model_dir, rows, kind, config):
     whole = run_training(spec(tmp_path, kind, config, tiny_model_dir, "whole"), lambda: iter(rows))
