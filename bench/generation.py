@@ -60,7 +60,7 @@ def main() -> None:
     import torch
     from django.conf import settings
 
-    from modelhub import generation as G
+    from training.ml import sampling as G
     from modelhub.default_model import default_model_convert
     from modelhub.loading import load_causal_lm
 

@@ -32,7 +32,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from labeling.models import Candidate, Project, Prompt, Source
-from modelhub import generation, safety
+from modelhub import safety
+from training.ml import sampling
 from modelhub.loading import FORMAT_PEFT, ModelLoadError, load_cached
 from modelhub.models import GenerationJob, ModelArtifact
 from modelhub.registry import model_resolve_path
@@ -84,15 +85,15 @@ def check_job_settings(value: dict) -> dict:
         cleaned = check_generation_settings(value)
     except ValidationFailed as exc:
         raise JobFailure(f"Bad generation settings: {exc.message}") from exc
-    unknown = [t for t in cleaned["prompt_templates"] if t not in generation.PROMPT_TEMPLATES]
+    unknown = [t for t in cleaned["prompt_templates"] if t not in sampling.PROMPT_TEMPLATES]
     if unknown:
         raise JobFailure(f"Bad generation settings: unknown prompt template(s) {', '.join(map(repr, unknown))}; "
-                         f"known: {', '.join(sorted(generation.PROMPT_TEMPLATES))}.")
+                         f"known: {', '.join(sorted(sampling.PROMPT_TEMPLATES))}.")
     return cleaned
 
 
 def _seed_for(job: GenerationJob, prompt_id: int, slot: int) -> int:
-    return generation.derive_seed(job.seed, prompt_id, slot)
+    return sampling.derive_seed(job.seed, prompt_id, slot)
 
 
 def _slot_of(external_id: str) -> int | None:
@@ -212,7 +213,7 @@ def _safety_checks() -> tuple:
         raise JobFailure(str(exc)) from exc
 
 
-def _generation_config(device) -> generation.GenerationConfig:
+def _generation_config(device) -> sampling.GenerationConfig:
     overrides = {}
     for name, field in (("STUDIO_GENERATION_BATCH_ROWS", "max_batch_rows"),
                         ("STUDIO_GENERATION_BATCH_TOKENS", "max_batch_tokens")):
@@ -223,7 +224,7 @@ def _generation_config(device) -> generation.GenerationConfig:
             except ValueError as exc:
                 raise JobFailure(f"{name}={value!r} is not an integer.") from exc
     try:
-        return generation.GenerationConfig.for_device(device, **overrides)
+        return sampling.GenerationConfig.for_device(device, **overrides)
     except ValueError as exc:
         raise JobFailure(f"Bad generation configuration: {exc}") from exc
 
@@ -282,8 +283,8 @@ def _run(job: GenerationJob) -> None:
             key = (prompt_id, params["template"])
             if key not in encoded:
                 try:
-                    chat = generation.build_chat(prompt.messages, prompt.documents, params["template"])
-                    encoded[key] = tuple(generation.encode_chat(loaded.tokenizer, chat,
+                    chat = sampling.build_chat(prompt.messages, prompt.documents, params["template"])
+                    encoded[key] = tuple(sampling.encode_chat(loaded.tokenizer, chat,
                                                                 max_prompt_tokens=config.max_prompt_tokens))
                 except Exception as exc:
                     raise JobFailure(f"Prompt {prompt_id} could not be turned into model input: {exc}") from exc
@@ -314,7 +315,7 @@ def _run(job: GenerationJob) -> None:
         if _is_cancelled(job):
             raise JobCancelled()
         requests = [
-            generation.SampleRequest(
+            sampling.SampleRequest(
                 key=(row.prompt_id, row.slot), input_ids=encoded[(row.prompt_id, row.params["template"])],
                 temperature=row.params["temperature"], top_p=row.params["top_p"], seed=row.seed,
                 max_new_tokens=row.params["max_new_tokens"])
@@ -323,8 +324,8 @@ def _run(job: GenerationJob) -> None:
         beat = _Heartbeat(job, remaining_rows=remaining, max_new_tokens=job_settings["max_new_tokens"])
         t0 = time.perf_counter()
         try:
-            results = generation.generate(loaded.model, loaded.tokenizer, requests, config=config, on_step=beat)
-        except generation.GenerationAborted:
+            results = sampling.generate(loaded.model, loaded.tokenizer, requests, config=config, on_step=beat)
+        except sampling.GenerationAborted:
             raise JobCancelled() from None
         seconds = time.perf_counter() - t0
         by_key = {(row.prompt_id, row.slot): row for pid in chunk for row in rows[pid]}
@@ -365,7 +366,7 @@ def _count(job: GenerationJob) -> tuple[int, int]:
     return prompts_done, written.count()
 
 
-def _chunk_save(job: GenerationJob, *, results: list[generation.SampleResult], rows: dict, checks,
+def _chunk_save(job: GenerationJob, *, results: list[sampling.SampleResult], rows: dict, checks,
                 device: str) -> None:
     """Screen and write one chunk's candidates. Inserting an external_id that exists is a
     no-op (unique per prompt), so a chunk written twice still gives one candidate per slot."""

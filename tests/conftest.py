@@ -76,6 +76,14 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    """The tiny model loaded for generation (eval mode, CPU) with its tokenizer."""
+    from modelhub.loading import load_causal_lm
+
+    return load_causal_lm(tiny_model_dir, device="cpu")
+
+
 @pytest.fixture
 def tiny_model(db, tiny_model_dir):
     """The tiny model registered as the base model artifact."""

@@ -1,16 +1,8 @@
-"""Fixtures for the model hub: a tiny randomly initialised Llama model with a byte-level BPE
-tokenizer trained here on a few sentences (nothing downloaded), registered as a model artifact;
-and a stand-in for publishing Celery tasks, so only the @pytest.mark.celery tests touch a broker."""
+"""Fixtures for the model hub: a project that generates with two temperatures and templates, and
+a stand-in for publishing Celery tasks, so only the @pytest.mark.celery tests touch a broker."""
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_lm(tiny_model_dir):
-    from modelhub.loading import load_causal_lm
-
-    return load_causal_lm(tiny_model_dir, device="cpu")
 
 
 @pytest.fixture

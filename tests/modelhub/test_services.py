@@ -9,7 +9,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from labeling.models import Candidate, Source
-from modelhub import generation, services
+from modelhub import services
+from training.ml import sampling
 from modelhub.models import GenerationJob, ModelArtifact, ProjectGenerator
 from modelhub.registry import model_register
 from modelhub.selectors import project_generator_model
@@ -152,7 +153,7 @@ def test_run_writes_k_candidates_per_prompt_with_their_parameters(admin_user, ge
             expected = services.slot_params(generation_settings=job.generation_settings, slot=slot)
             assert (g["template"], g["temperature"], g["top_p"], g["max_new_tokens"]) == (
                 expected["template"], expected["temperature"], 0.9, 12)
-            assert g["seed"] == generation.derive_seed(job.seed, prompt.pk, slot)
+            assert g["seed"] == sampling.derive_seed(job.seed, prompt.pk, slot)
             assert g["model_id"] == tiny_model.pk and g["model_name"] == "tiny-llama"
             assert 0 < g["tokens_generated"] <= 12 or g["finish_reason"] == "stop"
             assert g["seconds"] >= 0 and g["job"] == job.pk
@@ -187,7 +188,7 @@ class WorkerKilled(BaseException):
 def test_an_interrupted_job_resumes_without_duplicates_or_gaps(admin_user, gen_project, prompts, tiny_model,
                                                                published, monkeypatch):
     job = make_job(admin_user, gen_project, prompts, published, seed=7)
-    real_generate = generation.generate
+    real_generate = sampling.generate
     calls = {"n": 0}
 
     def dies_on_second_chunk(*args, **kwargs):
@@ -197,14 +198,14 @@ def test_an_interrupted_job_resumes_without_duplicates_or_gaps(admin_user, gen_p
         return real_generate(*args, **kwargs)
 
     monkeypatch.setenv("STUDIO_GENERATION_BATCH_ROWS", "3")  # one prompt (K=3) per chunk
-    monkeypatch.setattr(generation, "generate", dies_on_second_chunk)
+    monkeypatch.setattr(sampling, "generate", dies_on_second_chunk)
     with pytest.raises(WorkerKilled):
         services.generation_job_run(job_id=job.pk, worker="celery@a:1")
     job.refresh_from_db()
     assert job.status == Status.RUNNING and job.candidates_done == 3 and job.prompts_done == 1
     partial = {c.external_id + str(c.prompt_id): c.text for c in job_candidates(job)}
 
-    monkeypatch.setattr(generation, "generate", real_generate)
+    monkeypatch.setattr(sampling, "generate", real_generate)
     # A restarted worker (another pid) gets the job back once recovery has released it.
     assert services.generation_job_run(job_id=job.pk, worker="celery@a:2").status == Status.RUNNING
     assert services.generation_jobs_recover(worker_prefix="celery@a") == [job.pk]
@@ -277,11 +278,11 @@ def test_the_safety_screen_marks_planted_pii_and_keeps_the_candidate(admin_user,
 
     def planted(model, tokenizer, requests, **kwargs):
         texts = ["Sure! Email me at jane.doe@example.com or call +1 415-555-0132.", "Paris."]
-        return [generation.SampleResult(key=r.key, token_ids=[5, 6], text=texts[i % 2], finish_reason="stop",
+        return [sampling.SampleResult(key=r.key, token_ids=[5, 6], text=texts[i % 2], finish_reason="stop",
                                         seconds=0.1, prompt_tokens=len(r.input_ids), batch_rows=len(requests))
                 for i, r in enumerate(requests)]
 
-    monkeypatch.setattr(generation, "generate", planted)
+    monkeypatch.setattr(sampling, "generate", planted)
     job = services.generation_job_run(job_id=job.pk)
     assert job.status == Status.SUCCEEDED
     flagged, clean = job_candidates(job).order_by("external_id")
@@ -306,13 +307,13 @@ def test_cancel_a_queued_job_and_its_run_does_nothing(admin_user, gen_project, p
 def test_cancel_stops_a_running_job_mid_batch(admin_user, gen_project, prompts, tiny_model, published, monkeypatch):
     job = make_job(admin_user, gen_project, prompts, published)
     monkeypatch.setattr(services, "HEARTBEAT_SECONDS", 0.0)
-    real_generate = generation.generate
+    real_generate = sampling.generate
 
     def cancel_then_generate(*args, **kwargs):
         GenerationJob.objects.filter(pk=job.pk).update(status=Status.CANCELLED)
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(generation, "generate", cancel_then_generate)
+    monkeypatch.setattr(sampling, "generate", cancel_then_generate)
     job = services.generation_job_run(job_id=job.pk)
     assert job.status == Status.CANCELLED
     assert not job_candidates(job).exists()

@@ -1,11 +1,11 @@
-"""modelhub.generation: prompt building, the sampler, batching and reproducibility (pure torch,
+"""training.ml.sampling: prompt building, the sampler, batching and reproducibility (pure torch,
 no database), on the tiny random Llama of conftest."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from modelhub import generation as G
+from training.ml import sampling as G
 
 
 def _req(lm, text, *, key, seed=1, temperature=0.8, top_p=0.9, max_new_tokens=16, template="plain", system=""):

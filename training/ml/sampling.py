@@ -1,4 +1,6 @@
-"""Batched candidate sampling: pure torch/transformers functions, no Django.
+"""Batched sampling from a causal LM, the one sampler every path that generates shares (the
+model hub's generation jobs, a policy's win-rate evaluation): pure torch/transformers
+functions, no Django.
 
 The pipeline, each step a small function a test can call:
 
