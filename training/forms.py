@@ -48,6 +48,11 @@ class TrainingRunForm(forms.Form):
     base_model = forms.ModelChoiceField(queryset=None, empty_label=None, label="Base model",
                                         help_text="The language model to start from: the base, or an SFT model of "
                                                   "this project. Imported models serve every project.")
+    reward_model = forms.ModelChoiceField(queryset=None, required=False, empty_label="None (no win-rate evaluation)",
+                                          label="Reward model (DPO, optional)",
+                                          help_text="Judges the trained policy against the model it started from on "
+                                                    "held-out prompts: its win rate, with its interval, and the KL "
+                                                    "it cost.")
     snapshot = forms.ModelChoiceField(queryset=None, empty_label=None, to_field_name="sha256", label="Snapshot",
                                       help_text="The frozen labels it learns from; its validation split measures it.")
     config = forms.CharField(required=False, label="Config (JSON)",
@@ -55,11 +60,14 @@ class TrainingRunForm(forms.Form):
                              help_text="Every setting with its default; change what you need. Missing fields take "
                                        "their defaults.")
 
-    def __init__(self, *args, base_models, snapshots, **kwargs):
+    def __init__(self, *args, base_models, snapshots, reward_models=(), **kwargs):
         from modelhub.models import ModelArtifact
 
         super().__init__(*args, **kwargs)
         self.fields["base_model"].queryset = ModelArtifact.objects.all()
+        self.fields["reward_model"].queryset = ModelArtifact.objects.all()
+        self.fields["reward_model"].widget.choices = [("", self.fields["reward_model"].empty_label)] + [
+            (m.pk, self.model_label(m)) for m in reward_models]
         # Shown: only the models that can be a base here (the field still resolves any id).
         self.fields["base_model"].widget.choices = [(m.pk, self.model_label(m)) for m in base_models]
         self.fields["snapshot"].queryset = snapshots

@@ -92,6 +92,22 @@ def _check_base(*, kind: str, base_model: ModelArtifact, project: Project, lora:
                                "adapter is merged first), or from a full model.", {"config": {"lora": ["Not here."]}})
 
 
+JUDGED_KINDS = (TrainingRun.Kind.DPO,)  # kinds that take an optional reward model (their win-rate judge)
+
+
+def _check_reward_model(*, kind: str, reward_model, project: Project) -> ModelArtifact:
+    if kind not in JUDGED_KINDS:
+        raise ValidationFailed(f"{kind} runs take no reward_model.", {"reward_model": ["Not used by this kind."]})
+    reward_model = _resolve(ModelArtifact, reward_model, "reward_model", "model")
+    if reward_model.kind != ModelArtifact.Kind.REWARD:
+        raise ValidationFailed(f"{reward_model.name} is not a reward model; pick one trained by a reward run.",
+                               {"reward_model": ["Not a reward model."]})
+    if reward_model.project_id is not None and reward_model.project_id != project.pk:
+        raise ValidationFailed(f"{reward_model.name} was trained on another project's labels; judge with this "
+                               "project's reward model.", {"reward_model": ["Another project's model."]})
+    return reward_model
+
+
 def _resolve(model_class, value, field: str, what: str):
     if isinstance(value, model_class):
         return value
@@ -113,9 +129,9 @@ def training_run_create(*, user, kind, base_model, snapshot, config=None, reward
     kind = _check_kind(kind)
     base_model = _resolve(ModelArtifact, base_model, "base_model", "model")
     snapshot = _resolve(DatasetSnapshot, snapshot, "snapshot", "snapshot")
-    if reward_model is not None:
-        raise ValidationFailed(f"{kind} runs take no reward_model.", {"reward_model": ["Not used by this kind."]})
     project = snapshot.project
+    if reward_model is not None:
+        reward_model = _check_reward_model(kind=kind, reward_model=reward_model, project=project)
     if project.is_archived:
         raise ValidationFailed("The snapshot's project is archived; unarchive it to train.")
     full_config = check_run_config(kind, config)
@@ -125,7 +141,7 @@ def training_run_create(*, user, kind, base_model, snapshot, config=None, reward
                                "make the snapshot again.", {"snapshot": ["File missing."]})
     with transaction.atomic():
         run = TrainingRun.objects.create(kind=kind, project=project, base_model=base_model, snapshot=snapshot,
-                                         config=full_config, created_by=user, celery_task_id=str(uuid.uuid4()))
+                                         reward_model=reward_model, config=full_config, created_by=user, celery_task_id=str(uuid.uuid4()))
     if enqueue:
         jobs.job_enqueue(job=run)
     return run
@@ -210,9 +226,10 @@ def _library_versions() -> dict:
             "peft": peft.__version__, "accelerate": accelerate.__version__}
 
 
-def _paths(run: TrainingRun) -> tuple[Path, Path | None]:
-    """(base path, the base of an adapter) with a message a user can act on when one is missing."""
-    base = run.base_model
+def _paths(run: TrainingRun, base: ModelArtifact | None = None) -> tuple[Path, Path | None]:
+    """(the model's path, the base of an adapter) for the run's base model (or `base`), with a
+    message a user can act on when one is missing."""
+    base = base or run.base_model
     path = model_resolve_path(model=base)
     adapter_of = None
     if base.format == FORMAT_PEFT:
@@ -265,8 +282,11 @@ def _run_body(run: TrainingRun) -> None:
         raise jobs.JobFailure(str(exc)) from exc
     hooks = _RunHooks(run, lines)
     hooks.beat(force=True, device=str(device)[:40], log_tail="\n".join(lines))
+    judge_path, judge_adapter_of = _paths(run, run.reward_model) if run.reward_model else (None, None)
     spec = RunSpec(kind=run.kind, base_path=str(base_path), config=run.config, output_dir=str(output_dir),
-                   checkpoint_dir=str(checkpoint_dir), base_adapter_of=str(adapter_of) if adapter_of else None)
+                   checkpoint_dir=str(checkpoint_dir), base_adapter_of=str(adapter_of) if adapter_of else None,
+                   reward_model_path=str(judge_path) if judge_path else None,
+                   reward_model_adapter_of=str(judge_adapter_of) if judge_adapter_of else None)
     from training.ml.trainer import Hooks
 
     run_hooks = Hooks(log=hooks.log, evaluate=hooks.evaluate, checkpoint=hooks.checkpoint, progress=hooks.progress)
@@ -291,6 +311,9 @@ def _run_body(run: TrainingRun) -> None:
     metrics = {**run.metrics, **{k: v for k, v in out.metrics.items()}}
     if out.reward_offset:
         metrics["reward_offset"] = out.reward_offset
+    if out.win_rate:
+        metrics["win_rate"] = out.win_rate  # with its sampled examples, for the run page
+        lines.append(f"{time.strftime('%H:%M:%S')} {_win_rate_line(out.win_rate, run.reward_model)}")
     lines.append(f"{time.strftime('%H:%M:%S')} registered model {model.name} (id {model.pk})")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model is saved; a finished run never resumes
     jobs.job_finish(run, status=Status.SUCCEEDED, model=model, metrics=metrics, data_stats=out.data,
@@ -333,6 +356,15 @@ def _register(run: TrainingRun, out, output_dir: Path) -> ModelArtifact:
                                        status=ModelEvaluation.Status.SUCCEEDED, created_by=run.created_by,
                                        started_at=now, finished_at=now)
     return model
+
+
+def _win_rate_line(result: dict, judge: ModelArtifact) -> str:
+    if not result.get("prompts"):
+        return f"win rate not measured: {result.get('note', 'no prompts')}"
+    low, high = result["win_rate_ci"]
+    return (f"win rate over the starting model, judged by {judge.name}: {result['win_rate']:.3f} [{low:.3f}, "
+            f"{high:.3f}] on {result['prompts']} held-out prompts ({result['wins']} won, {result['ties']} tied, "
+            f"{result['losses']} lost); KL {result['kl']:.2f} nats per answer")
 
 
 def _model_name(run: TrainingRun) -> str:

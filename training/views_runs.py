@@ -39,8 +39,11 @@ KINDS = tuple(str(k) for k in runs.AVAILABLE_KINDS)
 KEY_METRICS = {
     "reward": [("validation/accuracy", "validation accuracy"), ("train/accuracy", "train accuracy")],
     "sft": [("validation/loss", "validation loss"), ("train/loss", "train loss")],
-    "dpo": [("validation/accuracy", "validation preference accuracy"), ("train/accuracy", "train preference accuracy")],
+    "dpo": [("win_rate/win_rate", "win rate over its start"), ("validation/accuracy", "validation preference accuracy"),
+            ("train/accuracy", "train preference accuracy")],
 }
+# The latest-metrics table's groups, in order, by the metric's prefix ("validation/accuracy").
+GROUPS = {"train": "Train", "validation": "Validation", "win_rate": "Win rate (held-out prompts)"}
 # What the data table shows of data_stats[split], in order.
 DATA_ROWS = [("prompts", "Prompts"), ("examples", "Examples"), ("pairs", "Ranked pairs"),
              ("truncated_prompts", "Truncated prompts"), ("truncated_responses", "Truncated answers"),
@@ -99,9 +102,8 @@ def latest_metrics(run: TrainingRun) -> list[dict]:
             text = "[" + ", ".join(_number(v) for v in value) + "]"
         else:
             text = _number(value)
-        rows.append({"group": {"train": "Train", "validation": "Validation"}.get(group, "Model"), "name": name,
-                     "value": text})
-    order = {"Train": 0, "Validation": 1, "Model": 2}
+        rows.append({"group": GROUPS.get(group, "Model"), "name": name, "value": text})
+    order = {label: i for i, label in enumerate([*GROUPS.values(), "Model"])}
     return sorted(rows, key=lambda r: order[r["group"]])
 
 
@@ -136,6 +138,13 @@ def _base_models(project):
     return sorted(models, key=lambda m: (m.project_id is None, -m.pk))
 
 
+def _reward_models(project):
+    """Reward models that may judge a run of `project`: its own, then imported ones."""
+    models = ModelArtifact.objects.filter(kind=ModelArtifact.Kind.REWARD).filter(
+        Q(project=project) | Q(project__isnull=True))
+    return sorted(models, key=lambda m: (m.project_id is None, -m.pk))
+
+
 def _config_fields(kind: str, errors: dict | None = None) -> list[dict]:
     defaults, help_text = config_defaults(kind), config_help(kind)
     return [{"name": name, "default": json.dumps(value), "help": help_text.get(name, ""),
@@ -148,22 +157,23 @@ def training_page(request, slug: str):
     _check_admin(request.user)
     project = access_project(user=request.user, slug=slug)
     snapshots = selectors.snapshot_list(user=request.user, project=project)
-    base_models = _base_models(project)
+    base_models, reward_models = _base_models(project), _reward_models(project)
     status, error, config_errors, config_lines = 200, "", {}, []
     if request.method == "POST":
-        form = TrainingRunForm(request.POST, base_models=base_models, snapshots=snapshots)
+        form = TrainingRunForm(request.POST, base_models=base_models, snapshots=snapshots, reward_models=reward_models)
         if form.is_valid():
             data = form.cleaned_data
             try:
                 run = runs.training_run_create(user=request.user, kind=data["kind"], base_model=data["base_model"],
-                                               snapshot=data["snapshot"], config=data["config"])
+                                               snapshot=data["snapshot"], config=data["config"],
+                                               reward_model=data["reward_model"])
             except ValidationFailed as exc:
                 error, status = exc.message, 400
                 config_errors = exc.errors.get("config") if isinstance(exc.errors.get("config"), dict) else {}
                 # Each wrong setting under the message, unless the message already says just that.
                 config_lines = [(name, m) for name, msgs in config_errors.items() for m in msgs
                                 if f"config.{name}: {m}" not in error]
-                for field in ("kind", "base_model", "snapshot"):
+                for field in ("kind", "base_model", "snapshot", "reward_model"):
                     for message in exc.errors.get(field, []):
                         form.add_error(field, message)
             except BrokerUnavailable as exc:
@@ -179,7 +189,7 @@ def training_page(request, slug: str):
         kind = request.GET.get("kind") if request.GET.get("kind") in KINDS else "reward"
         wanted = (request.GET.get("snapshot") or "").lower()
         chosen = next((s for s in snapshots if s.sha256 == wanted), None) if wanted else None
-        form = TrainingRunForm(base_models=base_models, snapshots=snapshots, initial={
+        form = TrainingRunForm(base_models=base_models, snapshots=snapshots, reward_models=reward_models, initial={
             "kind": kind, "snapshot": chosen.sha256 if chosen else None,
             "base_model": base_models[0].pk if base_models else None,
             "config": json.dumps(config_defaults(kind), indent=2)})

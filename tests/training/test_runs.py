@@ -117,14 +117,47 @@ def test_a_dpo_run_learns_the_rankings_and_registers_a_dpo_policy(marker, tiny_m
     assert not (run.run_dir / "checkpoints").exists()  # nor its cached reference
 
 
-def test_a_dpo_run_refuses_a_reward_model_and_bad_settings(marker, tiny_model, published):
+def test_a_dpo_run_judged_by_a_reward_model_reports_its_win_rate_on_its_page(marker, tiny_model, published, client):
+    project, snapshot, admin = marker
+    rm_run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,
+                                      config=FAST_REWARD)
+    judge = runs.training_run_execute(run_id=rm_run.pk, worker="test:1").model
+    run = runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
+                                   reward_model=judge.pk, config={"learning_rate": 3e-3, "beta": 0.5, "epochs": 3,
+                                                                  "prompts_per_step": 4, "win_rate_max_new_tokens": 16})
+    assert run.reward_model == judge
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    result = run.metrics["win_rate"]
+    assert result["prompts"] == run.data_stats["validation"]["prompts"] > 0  # every held-out prompt
+    assert run.metrics["win_rate/win_rate"] == result["win_rate"] and len(result["win_rate_ci"]) == 2
+    assert run.model.metrics["win_rate/kl"] == result["kl"]  # registered with the model
+    assert "win rate over the starting model, judged by" in run.log_tail
+    client.force_login(admin)
+    html = client.get(f"/training/runs/{run.pk}/").content.decode()
+    assert f"Win rate over {tiny_model.name}" in html and "bootstrap over prompts" in html
+    assert "Where the policy gained and lost most" in html
+
+
+def test_a_dpo_run_refuses_a_wrong_judge_and_bad_settings(marker, tiny_model, published):
+    from modelhub.registry import model_register
+    from tests.factories import ProjectFactory
+
     project, snapshot, admin = marker
     with pytest.raises(ValidationFailed, match="label_smoothing: only with the sigmoid loss"):
         runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
                                  config={"loss": "ipo", "label_smoothing": 0.1})
-    with pytest.raises(ValidationFailed, match="dpo runs take no reward_model"):
+    with pytest.raises(ValidationFailed, match="is not a reward model"):
         runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
                                  reward_model=tiny_model.pk)
+    elsewhere = model_register(name="rm-elsewhere", path=tiny_model.path, kind="reward", project=ProjectFactory())
+    with pytest.raises(ValidationFailed, match="another project's labels"):
+        runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
+                                 reward_model=elsewhere.pk)
+    with pytest.raises(ValidationFailed, match="sft runs take no reward_model"):
+        runs.training_run_create(user=admin, kind="sft", base_model=tiny_model, snapshot=snapshot,
+                                 reward_model=elsewhere.pk)
+    assert not TrainingRun.objects.exists()
 
 
 def test_a_snapshot_without_demonstrations_fails_sft_with_a_clear_message(make_user, tiny_model, published):

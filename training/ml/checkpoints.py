@@ -6,6 +6,8 @@
         scheduler.pt            the learning-rate schedule's position
         rng.pt                  Python, NumPy and torch (CPU and CUDA) random states
         state.json              step, epoch, and what the run needs to carry on (e.g. metrics so far)
+        task/                   what the kind itself carries between steps, if anything (PPO: the
+                                rollout being trained on and its KL controller)
 
 A checkpoint is written into a temporary folder and renamed when complete, so a run killed while
 saving leaves the previous checkpoint intact; only the newest `keep` are kept.
@@ -17,6 +19,7 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -59,7 +62,10 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def checkpoint_save(directory: Path, *, step: int, model, optimizer, scheduler, state: dict, keep: int) -> Path:
+def checkpoint_save(directory: Path, *, step: int, model, optimizer, scheduler, state: dict, keep: int,
+                    save_task: Callable[[Path], None] | None = None) -> Path:
+    """Write checkpoint `step` (`save_task(folder)` writes the task's own state into it), keep
+    the newest `keep`."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -74,6 +80,9 @@ def checkpoint_save(directory: Path, *, step: int, model, optimizer, scheduler, 
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=1))
+    if save_task is not None:
+        (tmp / "task").mkdir()
+        save_task(tmp / "task")
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

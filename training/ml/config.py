@@ -207,7 +207,26 @@ DPO_LOSSES = ("sigmoid", "ipo")
 
 
 @dataclass
-class DPOConfig(PreferenceConfig):
+class PolicyConfig(TrainConfig):
+    """What every kind that trains a policy against preferences shares (DPO, PPO): how the
+    trained policy is judged at the end."""
+
+    # With a reward model given to the run: after training, sample one answer per held-out prompt
+    # (up to this many validation prompts) from the policy and from the model it started from,
+    # and report the reward model's win rate of the policy with its 95% interval and the KL it
+    # cost (training.ml.winrate). 0 turns it off.
+    win_rate_prompts: int = 64
+    # New tokens per sampled answer in that evaluation.
+    win_rate_max_new_tokens: int = 128
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(0 <= self.win_rate_prompts <= 100000, "win_rate_prompts", "from 0 to 100000")
+        _check(1 <= self.win_rate_max_new_tokens <= 4096, "win_rate_max_new_tokens", "from 1 to 4096")
+
+
+@dataclass
+class DPOConfig(PreferenceConfig, PolicyConfig):
     """Direct preference optimisation: the policy learns every pair of each ranking without a
     reward model, against a frozen reference (the base it starts from) whose log-probabilities
     are computed once before the first step and cached."""
@@ -232,7 +251,89 @@ class DPOConfig(PreferenceConfig):
         _check(self.loss == "sigmoid" or self.label_smoothing == 0, "label_smoothing", "only with the sigmoid loss")
 
 
-CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}
+@dataclass
+class PPOConfig(PolicyConfig):
+    """PPO against a reward model (InstructGPT's third step): the policy samples answers to the
+    snapshot's training prompts, the reward model scores them, and the clipped PPO objective
+    with a per-token KL penalty to the starting model moves the policy towards higher reward.
+    One optimizer step is one mini-batch of a rollout; a rollout is trained on `ppo_epochs` times."""
+
+    learning_rate: float = 1e-5
+    # Prompts sampled per rollout (one answer each).
+    rollout_prompts: int = 16
+    # Prompts per optimizer step: a rollout takes ppo_epochs * rollout_prompts / minibatch_prompts steps.
+    minibatch_prompts: int = 8
+    # Passes over each rollout (InstructGPT, TRL: 4; fewer keep a CPU run short).
+    ppo_epochs: int = 2
+    # New tokens per sampled answer.
+    max_new_tokens: int = 64
+    # Sampling temperature of the rollouts. 1.0 samples the policy itself, which the PPO ratio and
+    # the KL estimate assume; other values bias both.
+    temperature: float = 1.0
+    # A prompt is cut from the left to this many tokens before sampling.
+    max_prompt_tokens: int = 384
+    # The KL penalty's starting weight beta (per token: -beta * (log pi - log pi_ref)).
+    kl_coef: float = 0.05
+    # Move beta so that the KL per answer tracks kl_target (Ziegler et al. 2019); false keeps it fixed.
+    adaptive_kl: bool = True
+    # The adaptive controller's target KL per answer, in nats.
+    kl_target: float = 6.0
+    # The adaptive controller's horizon, in answers (how fast beta moves).
+    kl_horizon: int = 10000
+    # Safety stop: a rollout whose mean KL to the starting model exceeds this (nats per answer)
+    # stops the run with a message, its last checkpoint kept, before the policy drifts further.
+    kl_bound: float = 10.0
+    # GAE's discount (1: the score at the answer's end counts fully at every token).
+    gamma: float = 1.0
+    # GAE's lambda: how far advantages look ahead before trusting the value head.
+    lam: float = 0.95
+    # PPO's clip range on the probability ratio.
+    clip_range: float = 0.2
+    # How far the value head's prediction may move per update (clipped value loss).
+    value_clip: float = 0.2
+    # Weight of the value loss.
+    value_coef: float = 0.1
+    # Weight of the entropy bonus (0: none).
+    entropy_coef: float = 0.0
+    # Reward-model scores are clipped to +-this before use (0: no clipping).
+    reward_clip: float = 10.0
+    # Subtracted from the score of an answer that did not end with end-of-turn (ran out of tokens).
+    missing_eos_penalty: float = 0.0
+    # PPO-ptx (InstructGPT eq. 2): add ptx_coef times the LM loss on the snapshot's
+    # demonstrations, so the policy keeps writing like them. 0 turns it off.
+    ptx_coef: float = 0.0
+    # Demonstrations per step for that loss.
+    ptx_examples: int = 4
+    # Longest prompt + answer the reward model reads (prompt cut from the left).
+    reward_max_length: int = 512
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(1 <= self.rollout_prompts <= 4096, "rollout_prompts", "from 1 to 4096")
+        _check(1 <= self.minibatch_prompts <= self.rollout_prompts, "minibatch_prompts", "from 1 to rollout_prompts")
+        _check(1 <= self.ppo_epochs <= 16, "ppo_epochs", "from 1 to 16")
+        _check(1 <= self.max_new_tokens <= 4096, "max_new_tokens", "from 1 to 4096")
+        _check(0 < self.temperature <= 2, "temperature", "above 0, at most 2")
+        _check(16 <= self.max_prompt_tokens <= 65536, "max_prompt_tokens", "from 16 to 65536")
+        _check(0 <= self.kl_coef <= 10, "kl_coef", "from 0 to 10")
+        _check(self.kl_target > 0, "kl_target", "above 0")
+        _check(self.kl_horizon >= 1, "kl_horizon", "at least 1")
+        _check(self.kl_bound > 0, "kl_bound", "above 0")
+        _check(0 < self.gamma <= 1, "gamma", "above 0, at most 1")
+        _check(0 <= self.lam <= 1, "lam", "from 0 to 1")
+        _check(0 < self.clip_range < 1, "clip_range", "between 0 and 1")
+        _check(self.value_clip > 0, "value_clip", "above 0")
+        _check(self.value_coef >= 0, "value_coef", "0 or more")
+        _check(self.entropy_coef >= 0, "entropy_coef", "0 or more")
+        _check(self.reward_clip >= 0, "reward_clip", "0 or more")
+        _check(self.missing_eos_penalty >= 0, "missing_eos_penalty", "0 or more")
+        _check(self.ptx_coef >= 0, "ptx_coef", "0 or more")
+        _check(1 <= self.ptx_examples <= 256, "ptx_examples", "from 1 to 256")
+        _check(32 <= self.reward_max_length <= 65536, "reward_max_length", "from 32 to 65536")
+
+
+CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig,
+                                             "ppo": PPOConfig}
 
 
 def _type_ok(value, annotation) -> bool:

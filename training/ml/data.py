@@ -86,7 +86,9 @@ class DataStats:
         return dict(self.__dict__)
 
 
-def _chat(row: dict) -> list[dict] | None:
+def row_chat(row: dict) -> list[dict] | None:
+    """A snapshot row's prompt as chat messages (training.ml.prompting), or None when it cannot
+    be rendered (no final user turn)."""
     try:
         return render_chat(row["messages"], row.get("documents") or [])
     except (ValueError, KeyError):
@@ -104,7 +106,7 @@ def sft_examples(rows: Iterable[dict], tokenizer, *, split: str, max_length: int
         stats.prompts += 1
         if not row.get("demonstrations"):
             continue
-        chat = _chat(row)
+        chat = row_chat(row)
         if chat is None:
             stats.skipped_prompts += 1
             continue
@@ -175,7 +177,7 @@ def reward_groups(rows: Iterable[dict], tokenizer, *, split: str, max_length: in
         rankings = _row_rankings(row, labels)
         if not rankings:
             continue
-        chat = _chat(row)
+        chat = row_chat(row)
         if chat is None:
             stats.skipped_prompts += 1
             continue
@@ -226,7 +228,7 @@ def best_answers(rows: Iterable[dict], tokenizer, *, split: str, max_length: int
     for row in rows:
         if split != "all" and row.get("split") != split:
             continue
-        chat = _chat(row)
+        chat = row_chat(row)
         if chat is None:
             continue
         texts = [d["text"] for d in row.get("demonstrations") or []]

@@ -12,7 +12,7 @@ one-process run. `--multi_gpu` starts N processes through torchrun; ACCELERATE_U
 ("processes"): a launch that started another number of processes stops at once, saying so.
 
 SPEC.json: the RunSpec fields (kind, base_path, config, output_dir, checkpoint_dir,
-base_adapter_of) and
+base_adapter_of, reward_model_path, reward_model_adapter_of) and
 
     snapshot_path   the snapshot file (JSONL: a header line, then one row per prompt)
     events_path     optional: the main process appends one JSON object a line here, flushed as it
@@ -51,7 +51,8 @@ PROGRESS_SECONDS = 1.0  # progress events at most this often (a step's own event
 WATCH_SECONDS = 2.0  # how often each process looks for the watched process and its launcher
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)  # others wait this long for the main process's evaluation/saving
 
-SPEC_FIELDS = ("kind", "base_path", "config", "output_dir", "checkpoint_dir", "base_adapter_of")
+SPEC_FIELDS = ("kind", "base_path", "config", "output_dir", "checkpoint_dir", "base_adapter_of", "reward_model_path",
+               "reward_model_adapter_of")
 
 
 def read_rows(path: Path):
@@ -145,6 +146,7 @@ def output_as_json(out, *, processes: int) -> dict:
     return {"config": out.config.as_dict(), "data": out.data, "output_dir": str(out.output_dir),
             "metrics": out.metrics, "lora": out.lora,
             "device": out.device if processes == 1 else f"{out.device} x{processes} processes", "reward_offset": out.reward_offset,
+            "win_rate": out.win_rate,
             "seconds": out.seconds, "processes": processes,
             "result": {"steps": result.steps, "total_steps": result.total_steps,
                        "resumed_from": result.resumed_from, "final_metrics": result.final_metrics,

@@ -134,6 +134,25 @@ def load_reward_model_for_training(path: Path, *, tokenizer, adapter_of: Path | 
     return model
 
 
+def load_reward_model_for_scoring(path: Path, *, adapter_of: Path | None = None):
+    """A trained reward model and its tokenizer in fp32, eval mode: a sequence-classification
+    directory, or a LoRA adapter of one (`adapter_of`: its base's directory), merged."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = Path(path)
+    tokenizer = load_tokenizer(path)
+    if adapter_of is not None:
+        from peft import PeftModel
+
+        base = _from_pretrained(AutoModelForSequenceClassification, Path(adapter_of), num_labels=1,
+                                dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(path), local_files_only=True).merge_and_unload()
+    else:
+        model = _from_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
 def _init_score(model, missing: Sequence[str]) -> None:
     head = reward_head(model)
     if any(name.startswith(("score", "classifier")) for name in missing):
@@ -294,22 +313,29 @@ def score_groups(model, prompts, responses, *, pad_id: int, shared_prefix: bool)
 
 # --- Answer log-probabilities (DPO, PPO) ---------------------------------------------------
 
-def _answer_token_logprobs(lm_head, before: torch.Tensor, answer_ids: torch.Tensor,
-                           answer_mask: torch.Tensor) -> torch.Tensor:
-    """(N, R) log p(answer token t | everything before it), 0 on padding. `before` (N, R, H)
-    holds the hidden state that predicts each answer token (the one at the token before it).
-    The vocabulary projection runs on answer positions only: the prompt's logits are never
-    needed, and at 49k words they would be most of the memory."""
+def _answer_token_logprobs(lm_head, before: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor, *,
+                           with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, R) log p(answer token t | everything before it), 0 on padding, and with `with_entropy`
+    the entropy of each of those next-token distributions. `before` (N, R, H) holds the hidden
+    state that predicts each answer token (the one at the token before it). The vocabulary
+    projection runs on answer positions only: the prompt's logits are never needed, and at 49k
+    words they would be most of the memory."""
     logits = lm_head(before).float()  # (N, R, V)
     token_logprobs = -torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), answer_ids.reshape(-1), reduction="none").view(answer_ids.shape)
-    return token_logprobs * answer_mask
+    entropy = None
+    if with_entropy:
+        log_p = torch.log_softmax(logits, dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(dim=-1) * answer_mask
+    return token_logprobs * answer_mask, entropy
 
 
-def answer_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
-                    pad_id: int, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi(answer | prompt) of every answer of several prompts under a causal LM, summed over
-    the answer's tokens, and each answer's token count: ((N,), (N,)), answers in order.
+def answer_token_outputs(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
+                         pad_id: int, shared_prefix: bool = True,
+                         with_entropy: bool = False) -> dict[str, torch.Tensor | None]:
+    """Per answer token of every answer of several prompts (answers in order), under a causal LM:
+    {"logprobs" (N, R), "mask" (N, R), "hidden" (N, R, H): the hidden state each token was
+    predicted from (PPO's value head reads it), "entropy" (N, R) or None}.
 
     shared_prefix: each prompt encoded once with its answers on its KV cache
     (encode_shared_prefix); else each answer with its own copy of the prompt. The two agree up
@@ -331,8 +357,19 @@ def answer_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequence
         index = (starts.unsqueeze(1) - 1 + torch.arange(answer_ids.shape[1], device=device)).clamp(
             max=hidden.shape[1] - 1)  # (N, R)
         before = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (N, R, H)
-    token_logprobs = _answer_token_logprobs(lm_head, before, answer_ids, answer_mask)
-    return token_logprobs.sum(dim=1), answer_mask.sum(dim=1)
+    token_logprobs, entropy = _answer_token_logprobs(lm_head, before, answer_ids, answer_mask,
+                                                     with_entropy=with_entropy)
+    return {"logprobs": token_logprobs, "mask": answer_mask.to(token_logprobs.dtype), "hidden": before,
+            "entropy": entropy}
+
+
+def answer_logprobs(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
+                    pad_id: int, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(answer | prompt) of every answer of several prompts under a causal LM, summed over
+    the answer's tokens, and each answer's token count: ((N,), (N,)), answers in order
+    (answer_token_outputs)."""
+    out = answer_token_outputs(model, prompts, responses, pad_id=pad_id, shared_prefix=shared_prefix)
+    return out["logprobs"].sum(dim=1), out["mask"].sum(dim=1).long()
 
 
 # --- Saving -----------------------------------------------------------------------------------

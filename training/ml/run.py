@@ -8,7 +8,8 @@ worker and `python -m training.ml.launch` calls under `accelerate launch` (sever
         3b. DPO: the reference's log-probabilities of every answer, once (cached beside the
            checkpoints, so a resumed run reads them back)
         4. trainer.train: steps, checkpoints, resume, evaluation
-        5. a reward model's offset, so that the training split's best answers score mean 0
+        5. a reward model's offset, so that the training split's best answers score mean 0; a
+           policy's win rate over the model it started from, judged by the run's reward model
         6. the model (or adapter) and tokenizer saved to spec.output_dir
 
 No Django: the snapshot's rows come in as dicts (a callable returning a fresh iterator, since
@@ -52,6 +53,10 @@ class RunSpec:
     output_dir: str  # where the trained model (or adapter) is saved
     checkpoint_dir: str  # where checkpoints go (and are resumed from)
     base_adapter_of: str | None = None  # when base_path is a LoRA adapter: the directory of its base
+    # A policy's judge (DPO: optional, for the win-rate evaluation): the reward model's directory,
+    # and its base's when it is a LoRA adapter.
+    reward_model_path: str | None = None
+    reward_model_adapter_of: str | None = None
 
 
 @dataclass
@@ -64,6 +69,7 @@ class RunOutput:
     device: str
     lora: bool
     reward_offset: dict | None = None  # {"mean", "std", "answers"} for reward models
+    win_rate: dict | None = None  # a policy's win rate over its starting model (training.ml.winrate)
     seconds: dict = field(default_factory=dict)  # {"prepare", "train", "save"}
 
 
@@ -181,6 +187,34 @@ def _dpo_references(model, train_groups, validation, *, config, checkpoint_dir: 
     return out[0], out[1]
 
 
+def _win_rate(policy, spec: RunSpec, config, rows, tokenizer, *, base: Path, adapter_of: Path | None,
+              hooks: Hooks) -> dict:
+    """The trained policy against the model it started from (loaded again: with LoRA the
+    adapter's own base would do, but a second copy of a 135M model is cheap and the code is
+    one), judged by the run's reward model on held-out prompts (training.ml.winrate)."""
+    from training.ml.models import load_reward_model_for_scoring
+    from training.ml.winrate import held_out_prompts, policy_win_rate
+
+    device = next(policy.parameters()).device
+    prompts = held_out_prompts(rows(), tokenizer, limit=config.win_rate_prompts, seed=config.seed,
+                               max_prompt_tokens=config.max_length - config.max_response_tokens)
+    if not prompts:
+        return {"prompts": 0, "note": "no held-out prompts to sample"}
+    reference = load_causal_lm_for_training(base, adapter_of=adapter_of).to(device)
+    reward_model, reward_tokenizer = load_reward_model_for_scoring(
+        Path(spec.reward_model_path),
+        adapter_of=Path(spec.reward_model_adapter_of) if spec.reward_model_adapter_of else None)
+    reward_model.to(device)
+    hooks.progress(0, 0)
+    try:
+        return policy_win_rate(policy, reference, tokenizer, reward_model, reward_tokenizer, prompts, seed=config.seed,
+                               max_new_tokens=config.win_rate_max_new_tokens, reward_max_length=config.max_length,
+                               reward_max_response_tokens=config.max_response_tokens,
+                               heartbeat=lambda: hooks.progress(0, 0))
+    finally:
+        del reference, reward_model
+
+
 def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Hooks | None = None,
                  accelerator=None, device: torch.device | None = None) -> RunOutput:
     """Train and save; `accelerator` when launched by `accelerate` (its device and processes),
@@ -254,6 +288,9 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
                                              tokens_per_microbatch=config.tokens_per_microbatch)
         offset = {"mean": round(mean, 6), "std": round(std, 6), "answers": count}
     is_main = accelerator is None or accelerator.is_main_process
+    win_rate = None
+    if is_main and spec.kind == "dpo" and spec.reward_model_path and config.win_rate_prompts:
+        win_rate = _win_rate(model, spec, config, rows, tokenizer, base=base, adapter_of=adapter_of, hooks=hooks)
     if is_main:  # the others hold the same weights (the trainer's replica_difference says how close)
         save_trained(model, tokenizer, Path(spec.output_dir),
                      reward_offset=(offset or {}).get("mean", 0.0) if spec.kind == "reward" else None)
@@ -264,6 +301,8 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     if result.history:
         metrics["train/loss"] = result.history[-1].get("loss")
     metrics["steps"] = result.steps
+    if win_rate:
+        metrics.update({f"win_rate/{k}": v for k, v in win_rate.items() if k not in ("examples", "sampling")})
     return RunOutput(config=config, result=result, data=data_stats, output_dir=Path(spec.output_dir), metrics=metrics,
-                     device=f"{device} ({precision})", lora=config.lora, reward_offset=offset,
+                     device=f"{device} ({precision})", lora=config.lora, reward_offset=offset, win_rate=win_rate,
                      seconds={"prepare": round(t1 - t0, 2), "train": round(t2 - t1, 2), "save": round(t3 - t2, 2)})

@@ -82,6 +82,9 @@ class Task(Protocol):
     def evaluate(self, model) -> dict:
         """Validation metrics ({"validation/loss": ...}), computed without gradients."""
 
+    # Optional, for a task that carries state between steps (PPO's rollout and KL controller):
+    # save_state(folder) writes it into a checkpoint, load_state(folder) restores it on resume.
+
 
 @dataclass
 class TrainResult:
@@ -162,6 +165,8 @@ def train(*, model, task: Task, config: TrainConfig, checkpoint_dir: Path, hooks
         own_rng = latest.path / f"rng-{rank}.pt"
         if rank > 0 and own_rng.exists():
             ckpt.rng_restore(torch.load(own_rng, weights_only=False))
+        if hasattr(task, "load_state") and (latest.path / "task").is_dir():
+            task.load_state(latest.path / "task")
 
     def backward(loss: torch.Tensor) -> None:
         loss.backward()
@@ -203,7 +208,7 @@ def train(*, model, task: Task, config: TrainConfig, checkpoint_dir: Path, hooks
         if done % config.checkpoint_every == 0 or step_in_epoch == steps_per_epoch:
             if done < total:  # the finished model is saved by the caller; a finished run never resumes
                 _save(checkpoint_dir, done, model, optimizer, scheduler, final_metrics, config, accelerator,
-                      hooks, is_main)
+                      hooks, is_main, getattr(task, "save_state", None))
     replica_difference = None
     if world > 1:
         final_metrics = _from_main(final_metrics)
@@ -212,12 +217,14 @@ def train(*, model, task: Task, config: TrainConfig, checkpoint_dir: Path, hooks
                        history=history, seconds=time.perf_counter() - t_start, replica_difference=replica_difference)
 
 
-def _save(directory, step, model, optimizer, scheduler, last_evaluation, config, accelerator, hooks, is_main):
+def _save(directory, step, model, optimizer, scheduler, last_evaluation, config, accelerator, hooks, is_main,
+          save_task=None):
     several = accelerator is not None and accelerator.num_processes > 1
     rng_states = _gather_objects(ckpt.rng_state()) if several else []  # also the barrier before saving
     if is_main:
         path = ckpt.checkpoint_save(directory, step=step, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    state={"last_evaluation": last_evaluation}, keep=config.keep_checkpoints)
+                                    state={"last_evaluation": last_evaluation}, keep=config.keep_checkpoints,
+                                    save_task=save_task)
         # The others' random states (dropout draws differ by rank); a checkpoint without them
         # (killed in between) resumes every process from the main process's.
         for other, state in enumerate(rng_states[1:], start=1):

@@ -21,12 +21,14 @@ from training.selectors import snapshot_by_hash_prefix
 
 
 class Command(BaseCommand):
-    help = "Start a training run (sft or reward) of a model on a dataset snapshot."
+    help = "Start a training run (sft, reward or dpo) of a model on a dataset snapshot."
 
     def add_arguments(self, parser):
         parser.add_argument("--kind", required=True, choices=[str(k) for k in runs.AVAILABLE_KINDS])
         parser.add_argument("--base", required=True, help="Id or name of the model to start from.")
         parser.add_argument("--snapshot", required=True, help="The snapshot's sha256 (or its first 8+ characters).")
+        parser.add_argument("--reward-model", default=None,
+                            help="dpo: id or name of a reward model that judges the trained policy (win rate).")
         parser.add_argument("--config", default="{}", help='Settings as JSON, e.g. \'{"epochs": 2}\'; the rest '
                                                            "take their defaults.")
         parser.add_argument("--wait", action="store_true", help="Follow the run until it ends.")
@@ -34,6 +36,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         base = _model(options["base"])
+        judge = _model(options["reward_model"]) if options["reward_model"] else None
         try:
             snapshot = snapshot_by_hash_prefix(options["snapshot"])
             config = json.loads(options["config"])
@@ -42,11 +45,11 @@ class Command(BaseCommand):
         except Exception as exc:
             raise CommandError(str(exc)) from exc
         if options["foreground"]:
-            run = self._foreground(options["kind"], base, snapshot, config)
+            run = self._foreground(options["kind"], base, snapshot, config, judge)
         else:
             try:
                 run = runs.training_run_create(user=None, kind=options["kind"], base_model=base, snapshot=snapshot,
-                                               config=config)
+                                               config=config, reward_model=judge)
             except ValidationFailed as exc:
                 raise CommandError(exc.message) from exc
             except BrokerUnavailable as exc:
@@ -59,10 +62,10 @@ class Command(BaseCommand):
         if options["wait"] or options["foreground"]:
             self._report(run)
 
-    def _foreground(self, kind, base, snapshot, config) -> TrainingRun:
+    def _foreground(self, kind, base, snapshot, config, judge) -> TrainingRun:
         try:
             run = runs.training_run_create(user=None, kind=kind, base_model=base, snapshot=snapshot, config=config,
-                                           enqueue=False)
+                                           reward_model=judge, enqueue=False)
         except ValidationFailed as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(str(run.pk))
