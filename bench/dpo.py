@@ -79,6 +79,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ def warm_up(model, groups, *, pad_id: int, device) -> None:
     from training.ml.models import answer_logprobs
 
     model.to(device).train()
-    sample = groups[:2]
+    sample = groups[:1]
     prompts, responses = [g.prompt_ids for g in sample], [g.responses for g in sample]
     for shared in (True, False):
         answer_logprobs(model, prompts, responses, pad_id=pad_id, shared_prefix=shared)[0].sum().backward()
@@ -311,6 +312,7 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
     )
 
     disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*gradient_checkpointing.*")
     os.environ["TQDM_DISABLE"] = "1"  # TRL's precompute progress bar
     cfg = dpo_config
     rows = [(g.prompt_ids, g.responses[i], g.responses[j]) for g in groups for i, j, _ in g.pairs]
@@ -330,6 +332,9 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
     # The same trainable weights as ours (train_layers "auto" freezes the lower layers on a CPU).
     trained_layers = freeze_lower_layers(model, resolve_train_layers(cfg.train_layers, device=device, lora=cfg.lora))
     saving = {"save_strategy": "steps", "save_steps": cfg.checkpoint_every, "save_total_limit": cfg.keep_checkpoints}
+    # TRL's default is activation (gradient) checkpointing on; ours keeps activations, so it is off.
+    fields = TRLDPOConfig.__dataclass_fields__
+    recompute_field = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     args = TRLDPOConfig(
         output_dir=str(work / "trl" / "checkpoints"), seed=cfg.seed, num_train_epochs=cfg.epochs,
         max_steps=steps, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_schedule,
@@ -337,7 +342,7 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
         adam_beta2=0.95, adam_epsilon=1e-8, max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation, max_length=cfg.max_length, truncation_mode="keep_start",
         beta=cfg.beta, loss_type=[cfg.loss], label_smoothing=cfg.label_smoothing,
-        precompute_ref_log_probs=reference_mode == "precompute", gradient_checkpointing=False,
+        precompute_ref_log_probs=reference_mode == "precompute", **{recompute_field: False},
         bf16=precision == "bf16", fp16=False, use_cpu=device.type == "cpu", logging_steps=1, disable_tqdm=True,
         report_to="none", dataloader_num_workers=0, dataloader_pin_memory=device.type == "cuda",
         eval_strategy="no", **saving,
@@ -416,6 +421,8 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
     finally:
         trl_dpo.hash_module = original_hash
     construct_s = time.perf_counter() - t0
+    print(f"  DPOTrainer() {construct_s:.1f} s, of which its reference pass {reference.wall:.1f} s; training ...",
+          flush=True)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     dropped = len(rows) - len(trainer.train_dataset)
@@ -453,7 +460,7 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
         "target_pairs_per_step": target, "train_pairs": len(rows), "pairs_too_long": too_long,
         "pairs_dropped_by_trl": dropped, "start_fingerprint": start_fingerprint, "trained_layers": trained_layers,
         "optimizer": getattr(args.optim, "value", str(args.optim)), "bf16": bool(args.bf16),
-        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "gradient_checkpointing": bool(getattr(args, recompute_field)),
         "precompute_ref_batch_size": args.precompute_ref_batch_size or per_device,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     })
@@ -594,12 +601,15 @@ def main() -> None:
         print("training: ours ...", flush=True)
         results["ours"] = run_ours(base=base, rows=train_rows, config=dict(config), groups=groups, device=device,
                                    work=work)
+        print(f"  reference pass {results['ours']['reference_seconds']:.1f} s, {results['ours']['steps']} steps "
+              f"{results['ours']['steps_seconds']:.1f} s", flush=True)
         free_memory()
         if not args.skip_trl:
             print(f"training: TRL DPOTrainer (reference: {args.trl_reference}) ...", flush=True)
             results["trl"] = run_trl(base=base, groups=groups, dpo_config=cfg, steps=results["ours"]["steps"],
                                      device=device, precision=precision, work=work,
                                      reference_mode=args.trl_reference)
+            print(f"  {results['trl']['steps']} steps {results['trl']['steps_seconds']:.1f} s", flush=True)
             if results["trl"]["start_fingerprint"] != start_fingerprint:
                 print("WARNING: TRL's starting weights differ from ours")
 

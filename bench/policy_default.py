@@ -76,9 +76,12 @@ def main() -> None:
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-policy-default-")
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     setup_django(data_dir)
+    from django.core.management import call_command
+
     from modelhub.default_model import default_model_ensure
     from training.models import DatasetSnapshot
 
+    call_command("migrate", verbosity=0)
     snapshot = DatasetSnapshot.objects.order_by("pk").first()
     if snapshot is None:
         from bench.common import import_and_snapshot

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from training.ml import data as D
-from training.ml.config import PreferenceConfig, RewardConfig, SFTConfig, TrainConfig, config_from_dict
+from training.ml.config import PPOConfig, PreferenceConfig, RewardConfig, SFTConfig, TrainConfig, config_from_dict
 from training.ml.models import (
     add_lora,
     freeze_lower_layers,
@@ -47,7 +47,7 @@ class TrainingDataError(ValueError):
 
 @dataclass
 class RunSpec:
-    kind: str  # "sft" | "reward" | "dpo"
+    kind: str  # "sft" | "reward" | "dpo" | "ppo"
     base_path: str  # the base model's directory (or GGUF file), or its LoRA adapter's directory
     config: dict  # the run's config as JSON (validated here)
     output_dir: str  # where the trained model (or adapter) is saved
@@ -84,6 +84,8 @@ def seed_everything(seed: int) -> None:
 def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[dict]], tokenizer):
     """(train, validation, stats) for `kind` from the snapshot's rows; TrainingDataError when the
     training split has nothing to learn from."""
+    if kind == "ppo":
+        return _ppo_prompts(config, rows, tokenizer)
     if kind == "sft":
         assert isinstance(config, SFTConfig)
         make = lambda split: D.sft_examples(rows(), tokenizer, split=split, max_length=config.max_length,  # noqa: E731
@@ -111,6 +113,78 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
         raise TrainingDataError(f"The snapshot has no {what}. Add some and make a new snapshot, then start the "
                                 "run again.")
     return train_examples, validation, stats
+
+
+PPO_VALIDATION_PROMPTS = 16  # sampled at each evaluation of a PPO run (mean reward and KL)
+
+
+def _ppo_prompts(config, rows, tokenizer):
+    """(train prompts, validation prompts, stats) for PPO: every prompt of the training split is
+    answered by the policy; a few validation prompts measure it as it trains."""
+    from training.ml.winrate import policy_prompts
+
+    train = policy_prompts(rows(), tokenizer, split="train", limit=None, max_prompt_tokens=config.max_prompt_tokens,
+                           seed=config.seed)
+    validation = policy_prompts(rows(), tokenizer, split="validation", limit=PPO_VALIDATION_PROMPTS,
+                                max_prompt_tokens=config.max_prompt_tokens, seed=config.seed)
+    if not train:
+        raise TrainingDataError("The snapshot has no prompts in its training split for the policy to answer. Add "
+                                "prompts and make a new snapshot, then start the run again.")
+    stats = {"train": {"prompts": len(train), "examples": len(train)},
+             "validation": {"prompts": len(validation), "examples": len(validation)}, "held_out": True}
+    return train, validation, stats
+
+
+def _ppo_task(model, spec: RunSpec, config, rows, tokenizer, train, validation, *, device, precision):
+    """The PPO task: its reward model (required), its frozen reference (the starting model; with
+    LoRA the same weights with the adapter switched off, so no second copy sits in memory), its
+    value head and, for PPO-ptx, the snapshot's demonstrations."""
+    import copy
+
+    from training.ml.models import load_reward_model_for_scoring
+    from training.ml.ppo import PPOTask, attach_value_head
+    from training.ml.winrate import reward_scores
+
+    if not spec.reward_model_path:
+        raise TrainingDataError("A PPO run needs a reward model to learn from: pick one (reward_model).")
+    judge, judge_tokenizer = load_reward_model_for_scoring(
+        Path(spec.reward_model_path),
+        adapter_of=Path(spec.reward_model_adapter_of) if spec.reward_model_adapter_of else None)
+    judge.to(device)
+
+    def reward_fn(prompts, texts):
+        return reward_scores(judge, judge_tokenizer, prompts, texts, max_length=config.reward_max_length,
+                             max_response_tokens=config.max_new_tokens + 1)
+
+    if config.lora:
+        def reference_fn(prompts, answers):
+            with torch.no_grad(), model.disable_adapter():
+                return _padded_logprobs(model, prompts, answers, tokenizer.pad_token_id)
+    else:
+        reference = copy.deepcopy(model).eval()
+        for param in reference.parameters():
+            param.requires_grad_(False)
+
+        def reference_fn(prompts, answers):
+            with torch.no_grad():
+                return _padded_logprobs(reference, prompts, answers, tokenizer.pad_token_id)
+
+    demonstrations = []
+    if config.ptx_coef > 0:
+        demonstrations, _ = D.sft_examples(rows(), tokenizer, split="train", max_length=config.reward_max_length,
+                                           max_response_tokens=config.reward_max_length // 2)
+    attach_value_head(model, seed=config.seed)
+    model.value_head.to(device)
+    return PPOTask(train=train, validation=validation, config=config, tokenizer=tokenizer,
+                   pad_id=tokenizer.pad_token_id, device=device, reward_fn=reward_fn, reference_fn=reference_fn,
+                   demonstrations=demonstrations, precision=precision)
+
+
+def _padded_logprobs(model, prompts, answers, pad_id: int) -> torch.Tensor:
+    """(n, R) per-token log-probabilities of each answer after its prompt, 0 on padding."""
+    from training.ml.models import answer_token_outputs
+
+    return answer_token_outputs(model, prompts, [[a] for a in answers], pad_id=pad_id, shared_prefix=False)["logprobs"]
 
 
 def _tokenizer_source(base: Path, adapter_of: Path | None) -> Path:
@@ -193,11 +267,17 @@ def _win_rate(policy, spec: RunSpec, config, rows, tokenizer, *, base: Path, ada
     adapter's own base would do, but a second copy of a 135M model is cheap and the code is
     one), judged by the run's reward model on held-out prompts (training.ml.winrate)."""
     from training.ml.models import load_reward_model_for_scoring
-    from training.ml.winrate import held_out_prompts, policy_win_rate
+    from training.ml.winrate import policy_prompts, policy_win_rate
 
     device = next(policy.parameters()).device
-    prompts = held_out_prompts(rows(), tokenizer, limit=config.win_rate_prompts, seed=config.seed,
-                               max_prompt_tokens=config.max_length - config.max_response_tokens)
+    if isinstance(config, PPOConfig):  # the limits the policy was trained with
+        prompt_tokens, reward_length, reward_answer = (config.max_prompt_tokens, config.reward_max_length,
+                                                       config.max_new_tokens + 1)
+    else:
+        prompt_tokens, reward_length, reward_answer = (config.max_length - config.max_response_tokens,
+                                                       config.max_length, config.max_response_tokens)
+    prompts = policy_prompts(rows(), tokenizer, limit=config.win_rate_prompts, seed=config.seed,
+                             max_prompt_tokens=prompt_tokens)
     if not prompts:
         return {"prompts": 0, "note": "no held-out prompts to sample"}
     reference = load_causal_lm_for_training(base, adapter_of=adapter_of).to(device)
@@ -208,8 +288,8 @@ def _win_rate(policy, spec: RunSpec, config, rows, tokenizer, *, base: Path, ada
     hooks.progress(0, 0)
     try:
         return policy_win_rate(policy, reference, tokenizer, reward_model, reward_tokenizer, prompts, seed=config.seed,
-                               max_new_tokens=config.win_rate_max_new_tokens, reward_max_length=config.max_length,
-                               reward_max_response_tokens=config.max_response_tokens,
+                               max_new_tokens=config.win_rate_max_new_tokens, reward_max_length=reward_length,
+                               reward_max_response_tokens=max(reward_answer, config.win_rate_max_new_tokens + 1),
                                heartbeat=lambda: hooks.progress(0, 0))
     finally:
         del reference, reward_model
@@ -256,6 +336,9 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     if spec.kind == "reward":
         task = RewardTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
                           precision=precision)
+    elif spec.kind == "ppo":
+        task = _ppo_task(model, spec, config, rows, tokenizer, train_examples, validation, device=device,
+                         precision=precision)
     elif spec.kind == "dpo":
         train_reference, validation_reference = _dpo_references(
             model, train_examples, validation, config=config, checkpoint_dir=Path(spec.checkpoint_dir),
@@ -289,7 +372,11 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
         offset = {"mean": round(mean, 6), "std": round(std, 6), "answers": count}
     is_main = accelerator is None or accelerator.is_main_process
     win_rate = None
-    if is_main and spec.kind == "dpo" and spec.reward_model_path and config.win_rate_prompts:
+    if spec.kind == "ppo":
+        from training.ml.ppo import detach_value_head
+
+        detach_value_head(model)  # the policy is saved (and judged) as a plain causal LM
+    if is_main and spec.kind in ("dpo", "ppo") and spec.reward_model_path and config.win_rate_prompts:
         win_rate = _win_rate(model, spec, config, rows, tokenizer, base=base, adapter_of=adapter_of, hooks=hooks)
     if is_main:  # the others hold the same weights (the trainer's replica_difference says how close)
         save_trained(model, tokenizer, Path(spec.output_dir),

@@ -2,7 +2,7 @@
 prompts, does the reward model prefer its answers to those of the model it started from, and
 what did that cost in KL?
 
-    held_out_prompts(rows, tokenizer, ...)   the validation split's prompts, as token ids
+    policy_prompts(rows, tokenizer, ...)   the validation split's prompts, as token ids
     policy_win_rate(policy, reference, reward_model, prompts, ...)
         1. sample one answer per prompt from the policy and one from the reference, each prompt
            with the same seed on both sides (training.ml.sampling, the generation jobs' sampler)
@@ -30,16 +30,16 @@ from training.ml.sampling import GenerationConfig, SampleRequest, derive_seed, g
 
 
 @dataclass(frozen=True)
-class HeldOutPrompt:
+class PolicyPrompt:
     prompt_id: int
     chat: tuple  # the rendered chat (role/content dicts), for the reward model's own tokenizer
     input_ids: tuple[int, ...]  # the policy's prompt tokens
 
 
-def held_out_prompts(rows: Iterable[dict], tokenizer, *, split: str = "validation", limit: int,
-                     max_prompt_tokens: int, seed: int = 0) -> list[HeldOutPrompt]:
-    """Up to `limit` prompts of `split` (a sample seeded by `seed` when there are more), each cut
-    from the left to `max_prompt_tokens`."""
+def policy_prompts(rows: Iterable[dict], tokenizer, *, split: str = "validation", limit: int | None,
+                   max_prompt_tokens: int, seed: int = 0) -> list[PolicyPrompt]:
+    """The prompts of `split` a policy answers (up to `limit`: a sample seeded by `seed` when
+    there are more), each cut from the left to `max_prompt_tokens`."""
     import random
 
     prompts = []
@@ -50,15 +50,18 @@ def held_out_prompts(rows: Iterable[dict], tokenizer, *, split: str = "validatio
         if chat is None:
             continue
         ids, _ = fit_prompt(tokenizer, chat, max_prompt_tokens)
-        prompts.append(HeldOutPrompt(prompt_id=row["prompt_id"], chat=tuple(chat), input_ids=tuple(ids)))
-    if len(prompts) > limit:
+        prompts.append(PolicyPrompt(prompt_id=row["prompt_id"], chat=tuple(chat), input_ids=tuple(ids)))
+    if limit is not None and len(prompts) > limit:
         prompts = sorted(random.Random(seed).sample(prompts, limit), key=lambda p: p.prompt_id)
     return prompts
 
 
-def _sample(model, tokenizer, prompts: Sequence[HeldOutPrompt], *, seed: int, max_new_tokens: int,
-            temperature: float, top_p: float, on_step: Callable[[int], None] | None) -> list[tuple[list[int], str]]:
-    """One answer per prompt: (token ids with the end-of-turn token when the model stopped, text)."""
+def sample_answers(model, tokenizer, prompts: Sequence[PolicyPrompt], *, seed: int, max_new_tokens: int,
+                   temperature: float = 1.0, top_p: float = 1.0,
+                   on_step: Callable[[int], None] | None = None) -> list[tuple[list[int], str, bool]]:
+    """One answer per prompt, sampled with the generation jobs' sampler, each prompt's row seeded
+    by (seed, prompt id): (token ids, with the end-of-turn token when the model stopped; text;
+    whether it stopped rather than ran out of tokens)."""
     requests = [SampleRequest(key=p.prompt_id, input_ids=p.input_ids, temperature=temperature, top_p=top_p,
                               seed=derive_seed(seed, p.prompt_id), max_new_tokens=max_new_tokens) for p in prompts]
     device = next(model.parameters()).device
@@ -72,13 +75,15 @@ def _sample(model, tokenizer, prompts: Sequence[HeldOutPrompt], *, seed: int, ma
     with torch.no_grad():
         results = generate(model, tokenizer, requests, config=GenerationConfig.for_device(device), on_step=step)
     end = end_of_turn_id(tokenizer)
-    return [(list(r.token_ids) + ([end] if r.finish_reason == "stop" and end is not None else []), r.text)
-            for r in results]
+    return [(list(r.token_ids) + ([end] if r.finish_reason == "stop" and end is not None else []), r.text,
+             r.finish_reason == "stop") for r in results]
 
 
 @torch.no_grad()
-def _scores(reward_model, reward_tokenizer, prompts: Sequence[HeldOutPrompt], texts: Sequence[str], *,
-            max_length: int, max_response_tokens: int) -> list[float]:
+def reward_scores(reward_model, reward_tokenizer, prompts: Sequence[PolicyPrompt], texts: Sequence[str], *,
+                  max_length: int, max_response_tokens: int) -> list[float]:
+    """The reward model's raw score of each (prompt, answer text), read with its own tokenizer:
+    the answer kept whole up to `max_response_tokens`, the prompt cut from the left to fit."""
     from training.ml.reward import score_pairs
 
     items = []
@@ -91,7 +96,7 @@ def _scores(reward_model, reward_tokenizer, prompts: Sequence[HeldOutPrompt], te
 
 
 @torch.no_grad()
-def _logprobs(model, prompts: Sequence[HeldOutPrompt], answers: Sequence[list[int]], *, pad_id: int) -> list[float]:
+def _logprobs(model, prompts: Sequence[PolicyPrompt], answers: Sequence[list[int]], *, pad_id: int) -> list[float]:
     out = []
     for prompt, answer in zip(prompts, answers):  # one at a time: answers differ in length a lot
         if not answer:
@@ -102,7 +107,7 @@ def _logprobs(model, prompts: Sequence[HeldOutPrompt], answers: Sequence[list[in
     return out
 
 
-def policy_win_rate(policy, reference, tokenizer, reward_model, reward_tokenizer, prompts: Sequence[HeldOutPrompt], *,
+def policy_win_rate(policy, reference, tokenizer, reward_model, reward_tokenizer, prompts: Sequence[PolicyPrompt], *,
                     seed: int = 0, max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0,
                     reward_max_length: int = 512, reward_max_response_tokens: int = 256,
                     heartbeat: Callable[[], None] | None = None) -> dict:
@@ -112,17 +117,17 @@ def policy_win_rate(policy, reference, tokenizer, reward_model, reward_tokenizer
     "length_policy", "length_reference", "examples"}."""
     beat = (lambda _n: heartbeat()) if heartbeat else None
     pad_id = tokenizer.pad_token_id
-    mine = _sample(policy, tokenizer, prompts, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
+    mine = sample_answers(policy, tokenizer, prompts, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
                    top_p=top_p, on_step=beat)
-    theirs = _sample(reference, tokenizer, prompts, seed=seed, max_new_tokens=max_new_tokens,
+    theirs = sample_answers(reference, tokenizer, prompts, seed=seed, max_new_tokens=max_new_tokens,
                      temperature=temperature, top_p=top_p, on_step=beat)
-    score = lambda answers: _scores(reward_model, reward_tokenizer, prompts, [t for _, t in answers],  # noqa: E731
+    score = lambda answers: reward_scores(reward_model, reward_tokenizer, prompts, [a[1] for a in answers],  # noqa: E731
                                     max_length=reward_max_length, max_response_tokens=reward_max_response_tokens)
     policy_scores, reference_scores = score(mine), score(theirs)
     if heartbeat:
         heartbeat()
-    kl = [a - b for a, b in zip(_logprobs(policy, prompts, [ids for ids, _ in mine], pad_id=pad_id),
-                                _logprobs(reference, prompts, [ids for ids, _ in mine], pad_id=pad_id))]
+    kl = [a - b for a, b in zip(_logprobs(policy, prompts, [a[0] for a in mine], pad_id=pad_id),
+                                _logprobs(reference, prompts, [a[0] for a in mine], pad_id=pad_id))]
     wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(policy_scores, reference_scores)]
     interval = accuracy_with_interval([(w, 1) for w in wins], seed=seed)
     n = max(len(prompts), 1)
@@ -133,8 +138,8 @@ def policy_win_rate(policy, reference, tokenizer, reward_model, reward_tokenizer
         "prompts": len(prompts), "wins": wins.count(1.0), "ties": wins.count(0.5), "losses": wins.count(0.0),
         "reward_policy": round(sum(policy_scores) / n, 6), "reward_reference": round(sum(reference_scores) / n, 6),
         "kl": round(sum(kl) / n, 6),
-        "length_policy": round(sum(len(ids) for ids, _ in mine) / n, 2),
-        "length_reference": round(sum(len(ids) for ids, _ in theirs) / n, 2),
+        "length_policy": round(sum(len(a[0]) for a in mine) / n, 2),
+        "length_reference": round(sum(len(a[0]) for a in theirs) / n, 2),
         "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed},
         # The answers where the policy gained most and lost most against the reference.
         "examples": [{"prompt_id": prompts[i].prompt_id, "policy": mine[i][1], "reference": theirs[i][1],

@@ -7,7 +7,7 @@ import pytest
 
 from training.ml.models import load_causal_lm_for_training, load_reward_model_for_scoring, load_tokenizer
 from training.ml.run import RunSpec, run_training
-from training.ml.winrate import held_out_prompts, policy_win_rate
+from training.ml.winrate import policy_prompts, policy_win_rate
 
 from tests.training.ml.conftest import MARKER
 
@@ -50,7 +50,7 @@ def test_a_policy_against_itself_ties_every_prompt_at_zero_kl(tiny_model_dir, ro
     tokenizer = load_tokenizer(tiny_model_dir)
     policy = load_causal_lm_for_training(tiny_model_dir)
     reward_model, reward_tokenizer = load_reward_model_for_scoring(marker_reward_model)
-    prompts = held_out_prompts(rows, tokenizer, limit=10, max_prompt_tokens=256, seed=3)
+    prompts = policy_prompts(rows, tokenizer, limit=10, max_prompt_tokens=256, seed=3)
     assert len(prompts) == 10 and all(p.prompt_id % 5 == 1 for p in prompts)  # validation prompts only
     result = policy_win_rate(policy, policy, tokenizer, reward_model, reward_tokenizer, prompts, max_new_tokens=16)
     assert result["ties"] == 10 and result["win_rate"] == 0.5
