@@ -43,16 +43,17 @@ class TrainingRunForm(forms.Form):
 
     kind = forms.ChoiceField(choices=[("sft", "Supervised fine-tuning (SFT) — learns from demonstrations"),
                                       ("reward", "Reward model — learns from rankings"),
-                                      ("dpo", "DPO — the policy learns from rankings directly, no reward model")],
+                                      ("dpo", "DPO — the policy learns from rankings directly, no reward model"),
+                                      ("ppo", "PPO — the policy learns from a reward model's scores of its own answers")],
                              initial="reward", label="Kind")
     base_model = forms.ModelChoiceField(queryset=None, empty_label=None, label="Base model",
                                         help_text="The language model to start from: the base, or an SFT model of "
                                                   "this project. Imported models serve every project.")
     reward_model = forms.ModelChoiceField(queryset=None, required=False, empty_label="None (no win-rate evaluation)",
-                                          label="Reward model (DPO, optional)",
-                                          help_text="Judges the trained policy against the model it started from on "
-                                                    "held-out prompts: its win rate, with its interval, and the KL "
-                                                    "it cost.")
+                                          label="Reward model (PPO: required; DPO: optional)",
+                                          help_text="PPO learns from its scores. Both judge the trained policy "
+                                                    "against the model it started from on held-out prompts: its win "
+                                                    "rate, with its interval, and the KL it cost.")
     snapshot = forms.ModelChoiceField(queryset=None, empty_label=None, to_field_name="sha256", label="Snapshot",
                                       help_text="The frozen labels it learns from; its validation split measures it.")
     config = forms.CharField(required=False, label="Config (JSON)",

@@ -161,6 +161,10 @@ def _failure(error: dict | None, returncode: int | None, output_path: Path) -> B
         kind, message = error.get("type"), error.get("message", "")
         if kind == "TrainingDataError":
             return TrainingDataError(message)
+        if kind == "PolicyDiverged":
+            from training.ml.ppo import PolicyDiverged
+
+            return PolicyDiverged(message)
         if kind == "ConfigError" and error.get("field"):
             return ConfigError(error["field"], message)
         if kind == "OutOfMemoryError":

@@ -42,9 +42,9 @@ from training.snapshots import snapshot_read_rows
 log = logging.getLogger(__name__)
 
 Status = TrainingRun.Status
-AVAILABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.REWARD, TrainingRun.Kind.DPO)
+AVAILABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.REWARD, TrainingRun.Kind.DPO, TrainingRun.Kind.PPO)
 REGISTERED_KIND = {TrainingRun.Kind.SFT: ModelArtifact.Kind.SFT, TrainingRun.Kind.REWARD: ModelArtifact.Kind.REWARD,
-                   TrainingRun.Kind.DPO: ModelArtifact.Kind.DPO}
+                   TrainingRun.Kind.DPO: ModelArtifact.Kind.DPO, TrainingRun.Kind.PPO: ModelArtifact.Kind.POLICY}
 LOG_LINES = 200  # lines of the run's log kept for its page
 STEP_LINES = 50  # about this many step lines over a run, so evaluations and resumes stay in view
 
@@ -92,7 +92,9 @@ def _check_base(*, kind: str, base_model: ModelArtifact, project: Project, lora:
                                "adapter is merged first), or from a full model.", {"config": {"lora": ["Not here."]}})
 
 
-JUDGED_KINDS = (TrainingRun.Kind.DPO,)  # kinds that take an optional reward model (their win-rate judge)
+# Kinds that take a reward model: PPO learns from it (required); DPO is judged by it (optional).
+JUDGED_KINDS = (TrainingRun.Kind.DPO, TrainingRun.Kind.PPO)
+NEEDS_REWARD_MODEL = (TrainingRun.Kind.PPO,)
 
 
 def _check_reward_model(*, kind: str, reward_model, project: Project) -> ModelArtifact:
@@ -132,6 +134,9 @@ def training_run_create(*, user, kind, base_model, snapshot, config=None, reward
     project = snapshot.project
     if reward_model is not None:
         reward_model = _check_reward_model(kind=kind, reward_model=reward_model, project=project)
+    elif kind in NEEDS_REWARD_MODEL:
+        raise ValidationFailed(f"{kind} runs learn from a reward model: give reward_model (a reward model's id).",
+                               {"reward_model": ["Required for this kind."]})
     if project.is_archived:
         raise ValidationFailed("The snapshot's project is archived; unarchive it to train.")
     full_config = check_run_config(kind, config)
@@ -247,9 +252,10 @@ def _failure_message(exc: BaseException) -> str | None:
     """Words a user can act on for the failures training has; None for unexpected ones."""
     import torch
 
+    from training.ml.ppo import PolicyDiverged
     from training.ml.run import TrainingDataError
 
-    if isinstance(exc, (TrainingDataError, ConfigError)):
+    if isinstance(exc, (TrainingDataError, ConfigError, PolicyDiverged)):
         return str(exc)
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return ("The run ran out of memory. Lower tokens_per_microbatch (or max_length), or turn on lora, and start "

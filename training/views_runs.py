@@ -39,6 +39,8 @@ KINDS = tuple(str(k) for k in runs.AVAILABLE_KINDS)
 KEY_METRICS = {
     "reward": [("validation/accuracy", "validation accuracy"), ("train/accuracy", "train accuracy")],
     "sft": [("validation/loss", "validation loss"), ("train/loss", "train loss")],
+    "ppo": [("win_rate/win_rate", "win rate over its start"), ("validation/reward", "validation reward"),
+            ("train/reward", "train reward")],
     "dpo": [("win_rate/win_rate", "win rate over its start"), ("validation/accuracy", "validation preference accuracy"),
             ("train/accuracy", "train preference accuracy")],
 }
@@ -93,7 +95,8 @@ def latest_metrics(run: TrainingRun) -> list[dict]:
     rows = []
     for key, value in sorted((run.metrics or {}).items()):
         group, _, name = key.partition("/") if "/" in key else ("", "", key)
-        if key in ("step", "epoch", "steps") or isinstance(value, dict) and key != "reward_offset":
+        if key in ("step", "epoch", "steps") or key.endswith("/samples") or isinstance(value, dict) and \
+                key != "reward_offset":
             continue
         if key == "reward_offset":
             text = (f"mean {_number(value.get('mean'))}, std {_number(value.get('std'))} "
@@ -221,6 +224,8 @@ def _run_context(request, run: TrainingRun) -> dict:
         "poll_seconds": PROGRESS_POLL_SECONDS,
         "progress_url": reverse("training:run_progress", args=[run.pk]),
         "metrics_url": reverse("api-training-run-metrics", args=[run.pk]),
+        # PPO: answers of the latest rollout with their rewards (the best two and the worst).
+        "samples": (run.metrics or {}).get("train/samples") or [],
         "can_cancel": not run.is_finished,
         "eta": duration_text(run.eta_seconds),
         "elapsed": duration_text((run.finished_at - run.started_at).total_seconds())

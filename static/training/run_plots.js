@@ -1,6 +1,7 @@
 /* A training run's live plots (uPlot, vendored): train loss, learning rate, gradient norm and the
  * validation metric (loss for SFT; accuracy with its 95% interval as a band for a reward model and
- * DPO, which also plots its implicit reward margin, chosen minus rejected).
+ * DPO, which also plots its implicit reward margin, chosen minus rejected; PPO plots its rollouts' reward,
+ * KL, entropy and answer length, its clip fraction and value loss, and the validation reward).
  *
  * The page gives the metrics API's URL in data-metrics-url. The script reads every row once, then
  * while the run is live (data-live="true" and the progress card, which htmx re-polls, has no
@@ -26,6 +27,14 @@
     lr: { split: "train", key: "lr", label: "learning rate", color: "#0f7a5c" },
     grad_norm: { split: "train", key: "grad_norm", label: "grad norm", color: "#a15c07" },
     reward_margin: { split: "train", key: "reward_margin", label: "reward margin", color: "#c43b6e" },
+    reward: { split: "train", key: "reward", label: "reward", color: "#c43b6e", sparse: true },
+    kl: { split: "train", key: "kl", label: "KL (nats / answer)", color: "#a15c07", sparse: true },
+    entropy: { split: "train", key: "entropy", label: "entropy", color: "#0f7a5c", sparse: true },
+    response_length: { split: "train", key: "response_length", label: "tokens", color: "#5a6475", sparse: true },
+    clip_fraction: { split: "train", key: "clip_fraction", label: "clip fraction", color: "#7a3bc4" },
+    value_loss: { split: "train", key: "value_loss", label: "value loss", color: "#3b55c4" },
+    validation_reward: { split: "validation", key: "validation/reward", label: "validation reward", color: "#7a3bc4",
+                         sparse: true },
     validation_loss: { split: "validation", key: "validation/loss", label: "validation loss", color: "#7a3bc4",
                        sparse: true },
     validation_accuracy: { split: "validation", key: "validation/accuracy", label: "accuracy", color: "#7a3bc4",

@@ -27,7 +27,8 @@ def test_create_validates_fills_the_defaults_and_queues(marker, tiny_model, publ
 
 
 @pytest.mark.parametrize("body,message", [
-    ({"kind": "ppo"}, "not available yet"),
+    ({"kind": "best_of_n"}, "not available yet"),
+    ({"kind": "ppo"}, "ppo runs learn from a reward model"),
     ({"kind": "magic"}, "Unknown kind"),
     ({"config": {"epochs": 0}}, "config.epochs: from 1 to 100"),
     ({"config": {"learnig_rate": 1e-5}}, "config.learnig_rate: unknown field"),
@@ -137,6 +138,38 @@ def test_a_dpo_run_judged_by_a_reward_model_reports_its_win_rate_on_its_page(mar
     html = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert f"Win rate over {tiny_model.name}" in html and "bootstrap over prompts" in html
     assert "Where the policy gained and lost most" in html
+
+
+def test_a_ppo_run_learns_from_the_reward_model_and_registers_a_policy(marker, tiny_model, published, client):
+    project, snapshot, admin = marker
+    rm_run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,
+                                      config=FAST_REWARD)
+    judge = runs.training_run_execute(run_id=rm_run.pk, worker="test:1").model
+    run = runs.training_run_create(user=admin, kind="ppo", base_model=tiny_model, snapshot=snapshot,
+                                   reward_model=judge.pk,
+                                   config={"learning_rate": 3e-4, "rollout_prompts": 8, "minibatch_prompts": 4,
+                                           "max_new_tokens": 12, "win_rate_max_new_tokens": 12, "kl_bound": 100.0})
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    train_rows = list(TrainingMetric.objects.filter(run=run, split="train").order_by("step"))
+    assert len(train_rows) == run.total_steps > 0
+    first = train_rows[0].values
+    assert {"reward", "kl", "kl_coef", "entropy", "response_length", "samples"} <= first.keys()
+    assert first["kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout is the starting model's own
+    assert "validation/reward" in run.metrics and "win_rate/win_rate" in run.metrics
+    model = run.model
+    assert model.kind == ModelArtifact.Kind.POLICY and model.is_generative and model.parent == tiny_model
+    assert model.config["training"]["kl_coef"] == 0.05
+    from safetensors.torch import load_file
+
+    from modelhub.registry import model_resolve_path
+
+    saved = load_file(next(model_resolve_path(model=model).glob("*.safetensors")))
+    assert not any(k.startswith("value_head") for k in saved)  # saved as a plain causal LM
+    client.force_login(admin)
+    html = client.get(f"/training/runs/{run.pk}/").content.decode()
+    assert 'data-plot="kl"' in html and 'data-plot="reward"' in html and "Answers of the latest rollout" in html
+    assert f"Win rate over {tiny_model.name}" in html
 
 
 def test_a_dpo_run_refuses_a_wrong_judge_and_bad_settings(marker, tiny_model, published):
