@@ -44,14 +44,15 @@ class TrainingRunForm(forms.Form):
     kind = forms.ChoiceField(choices=[("sft", "Supervised fine-tuning (SFT) — learns from demonstrations"),
                                       ("reward", "Reward model — learns from rankings"),
                                       ("dpo", "DPO — the policy learns from rankings directly, no reward model"),
-                                      ("ppo", "PPO — the policy learns from a reward model's scores of its own answers")],
+                                      ("ppo", "PPO — the policy learns from a reward model's scores of its own answers"),
+                                      ("best_of_n", "Best-of-n — fine-tunes on the reward model's favourite of n answers")],
                              initial="reward", label="Kind")
     base_model = forms.ModelChoiceField(queryset=None, empty_label=None, label="Base model",
                                         help_text="The language model to start from: the base, or an SFT model of "
                                                   "this project. Imported models serve every project.")
     reward_model = forms.ModelChoiceField(queryset=None, required=False, empty_label="None (no win-rate evaluation)",
-                                          label="Reward model (PPO: required; DPO: optional)",
-                                          help_text="PPO learns from its scores. Both judge the trained policy "
+                                          label="Reward model (PPO, best-of-n: required; DPO: optional)",
+                                          help_text="PPO and best-of-n learn from its scores. Both judge the trained policy "
                                                     "against the model it started from on held-out prompts: its win "
                                                     "rate, with its interval, and the KL it cost.")
     snapshot = forms.ModelChoiceField(queryset=None, empty_label=None, to_field_name="sha256", label="Snapshot",

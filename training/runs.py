@@ -42,9 +42,11 @@ from training.snapshots import snapshot_read_rows
 log = logging.getLogger(__name__)
 
 Status = TrainingRun.Status
-AVAILABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.REWARD, TrainingRun.Kind.DPO, TrainingRun.Kind.PPO)
+AVAILABLE_KINDS = (TrainingRun.Kind.SFT, TrainingRun.Kind.REWARD, TrainingRun.Kind.DPO, TrainingRun.Kind.PPO,
+                   TrainingRun.Kind.BEST_OF_N)
 REGISTERED_KIND = {TrainingRun.Kind.SFT: ModelArtifact.Kind.SFT, TrainingRun.Kind.REWARD: ModelArtifact.Kind.REWARD,
-                   TrainingRun.Kind.DPO: ModelArtifact.Kind.DPO, TrainingRun.Kind.PPO: ModelArtifact.Kind.POLICY}
+                   TrainingRun.Kind.DPO: ModelArtifact.Kind.DPO, TrainingRun.Kind.PPO: ModelArtifact.Kind.POLICY,
+                   TrainingRun.Kind.BEST_OF_N: ModelArtifact.Kind.BEST_OF_N}
 LOG_LINES = 200  # lines of the run's log kept for its page
 STEP_LINES = 50  # about this many step lines over a run, so evaluations and resumes stay in view
 
@@ -92,9 +94,10 @@ def _check_base(*, kind: str, base_model: ModelArtifact, project: Project, lora:
                                "adapter is merged first), or from a full model.", {"config": {"lora": ["Not here."]}})
 
 
-# Kinds that take a reward model: PPO learns from it (required); DPO is judged by it (optional).
-JUDGED_KINDS = (TrainingRun.Kind.DPO, TrainingRun.Kind.PPO)
-NEEDS_REWARD_MODEL = (TrainingRun.Kind.PPO,)
+# Kinds that take a reward model: PPO and best-of-n learn from it (required); DPO is judged by it
+# (optional). Each is judged at the end by its win rate over its starting model.
+JUDGED_KINDS = (TrainingRun.Kind.DPO, TrainingRun.Kind.PPO, TrainingRun.Kind.BEST_OF_N)
+NEEDS_REWARD_MODEL = (TrainingRun.Kind.PPO, TrainingRun.Kind.BEST_OF_N)
 
 
 def _check_reward_model(*, kind: str, reward_model, project: Project) -> ModelArtifact:

@@ -41,6 +41,7 @@ KEY_METRICS = {
     "sft": [("validation/loss", "validation loss"), ("train/loss", "train loss")],
     "ppo": [("win_rate/win_rate", "win rate over its start"), ("validation/reward", "validation reward"),
             ("train/reward", "train reward")],
+    "best_of_n": [("win_rate/win_rate", "win rate over its start"), ("validation/loss", "validation loss")],
     "dpo": [("win_rate/win_rate", "win rate over its start"), ("validation/accuracy", "validation preference accuracy"),
             ("train/accuracy", "train preference accuracy")],
 }

@@ -27,7 +27,7 @@ def test_create_validates_fills_the_defaults_and_queues(marker, tiny_model, publ
 
 
 @pytest.mark.parametrize("body,message", [
-    ({"kind": "best_of_n"}, "not available yet"),
+    ({"kind": "best_of_n"}, "best_of_n runs learn from a reward model"),
     ({"kind": "ppo"}, "ppo runs learn from a reward model"),
     ({"kind": "magic"}, "Unknown kind"),
     ({"config": {"epochs": 0}}, "config.epochs: from 1 to 100"),
@@ -170,6 +170,25 @@ def test_a_ppo_run_learns_from_the_reward_model_and_registers_a_policy(marker, t
     html = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert 'data-plot="kl"' in html and 'data-plot="reward"' in html and "Answers of the latest rollout" in html
     assert f"Win rate over {tiny_model.name}" in html
+
+
+def test_a_best_of_n_run_fine_tunes_on_the_kept_answers_and_lists_them(marker, tiny_model, published, client):
+    project, snapshot, admin = marker
+    rm_run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,
+                                      config=FAST_REWARD)
+    judge = runs.training_run_execute(run_id=rm_run.pk, worker="test:1").model
+    run = runs.training_run_create(user=admin, kind="best_of_n", base_model=tiny_model, snapshot=snapshot,
+                                   reward_model=judge.pk, config={"n": 3, "max_new_tokens": 8, "max_prompts": 10,
+                                                                  "win_rate_max_new_tokens": 8})
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    kept = run.data_stats["best_of_n"]
+    assert kept["prompts"] == 10 and len(kept["kept"]) == 10 and run.data_stats["train"]["examples"] == 10
+    assert run.model.kind == ModelArtifact.Kind.BEST_OF_N and run.model.parent == tiny_model
+    assert "win_rate/win_rate" in run.metrics
+    client.force_login(admin)
+    html = client.get(f"/training/runs/{run.pk}/").content.decode()
+    assert "Kept answers" in html and "answered 10 training prompts 3 times each" in html
 
 
 def test_a_dpo_run_refuses_a_wrong_judge_and_bad_settings(marker, tiny_model, published):

@@ -105,7 +105,7 @@ def test_the_form_starts_a_run_and_redirects_to_its_page(marker, as_user, tiny_m
     ({"base_model": "reward"}, 400, ["is a reward model; start from a language model"]),
     ({"base_model": "elsewhere"}, 400, ["trained on another project"]),
     ({"snapshot": "f" * 64}, 400, ["Select a valid choice"]),
-    ({"kind": "best_of_n"}, 400, ["Select a valid choice"]),
+    ({"kind": "magic"}, 400, ["Select a valid choice"]),
 ])
 def test_the_form_shows_why_a_run_cannot_start(marker, as_user, tiny_model, published, change, status, messages):
     project, snapshot, admin = marker

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from training.ml import data as D
-from training.ml.config import PPOConfig, PreferenceConfig, RewardConfig, SFTConfig, TrainConfig, config_from_dict
+from training.ml.config import BestOfNConfig, PPOConfig, PreferenceConfig, RewardConfig, SFTConfig, TrainConfig, config_from_dict
 from training.ml.models import (
     add_lora,
     freeze_lower_layers,
@@ -47,7 +47,7 @@ class TrainingDataError(ValueError):
 
 @dataclass
 class RunSpec:
-    kind: str  # "sft" | "reward" | "dpo" | "ppo"
+    kind: str  # "sft" | "reward" | "dpo" | "ppo" | "best_of_n"
     base_path: str  # the base model's directory (or GGUF file), or its LoRA adapter's directory
     config: dict  # the run's config as JSON (validated here)
     output_dir: str  # where the trained model (or adapter) is saved
@@ -86,6 +86,8 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
     training split has nothing to learn from."""
     if kind == "ppo":
         return _ppo_prompts(config, rows, tokenizer)
+    if kind == "best_of_n":
+        return _best_of_n_prompts(config, rows, tokenizer)
     if kind == "sft":
         assert isinstance(config, SFTConfig)
         make = lambda split: D.sft_examples(rows(), tokenizer, split=split, max_length=config.max_length,  # noqa: E731
@@ -115,6 +117,7 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
     return train_examples, validation, stats
 
 
+POLICY_KINDS = ("dpo", "ppo", "best_of_n")  # judged at the end by their win rate over their start
 PPO_VALIDATION_PROMPTS = 16  # sampled at each evaluation of a PPO run (mean reward and KL)
 
 
@@ -135,26 +138,67 @@ def _ppo_prompts(config, rows, tokenizer):
     return train, validation, stats
 
 
+def _best_of_n_prompts(config, rows, tokenizer):
+    """(train prompts to answer, validation demonstrations, stats) for best-of-n: the kept answers
+    are made once the model is loaded (_best_of_n_examples); the validation loss is measured on
+    the validation split's demonstrations, when it has some."""
+    from training.ml.winrate import policy_prompts
+
+    prompts = policy_prompts(rows(), tokenizer, split="train", limit=config.max_prompts, seed=config.seed,
+                             max_prompt_tokens=config.max_length - config.max_new_tokens - 1)
+    if not prompts:
+        raise TrainingDataError("The snapshot has no prompts in its training split to sample answers for. Add "
+                                "prompts and make a new snapshot, then start the run again.")
+    validation, validation_stats = D.sft_examples(rows(), tokenizer, split="validation", max_length=config.max_length,
+                                                  max_response_tokens=config.max_response_tokens)
+    return prompts, validation, {"train": {"prompts": len(prompts)}, "validation": validation_stats.as_dict(),
+                                 "held_out": True}
+
+
+def _reward_fn(spec: RunSpec, *, device, max_length: int, max_response_tokens: int, kind: str):
+    """score(prompts, answer texts) by the run's reward model (loaded once)."""
+    from training.ml.models import load_reward_model_for_scoring
+    from training.ml.winrate import reward_scores
+
+    if not spec.reward_model_path:
+        raise TrainingDataError(f"A {kind} run needs a reward model to learn from: pick one (reward_model).")
+    judge, judge_tokenizer = load_reward_model_for_scoring(
+        Path(spec.reward_model_path),
+        adapter_of=Path(spec.reward_model_adapter_of) if spec.reward_model_adapter_of else None)
+    judge.to(device)
+
+    def score(prompts, texts):
+        return reward_scores(judge, judge_tokenizer, prompts, texts, max_length=max_length,
+                             max_response_tokens=max_response_tokens)
+
+    return score
+
+
+def _best_of_n_examples(model, spec: RunSpec, config, tokenizer, prompts, *, device, hooks: Hooks):
+    """(the kept answers as SFT examples, the run page's summary of them)."""
+    from training.ml.best_of_n import SAMPLES_FILE, best_examples, sample_candidates, summary
+
+    score = _reward_fn(spec, device=device, max_length=config.max_length, max_response_tokens=config.max_new_tokens + 1,
+                       kind="best-of-n")
+    candidates = sample_candidates(model, tokenizer, prompts, config, score=score,
+                                   cache=Path(spec.checkpoint_dir) / SAMPLES_FILE,
+                                   heartbeat=lambda: hooks.progress(0, 0))
+    return best_examples(prompts, candidates), summary(prompts, candidates, kept_shown=BEST_OF_N_SHOWN)
+
+
+BEST_OF_N_SHOWN = 200  # kept answers listed on the run page
+
+
 def _ppo_task(model, spec: RunSpec, config, rows, tokenizer, train, validation, *, device, precision):
     """The PPO task: its reward model (required), its frozen reference (the starting model; with
     LoRA the same weights with the adapter switched off, so no second copy sits in memory), its
     value head and, for PPO-ptx, the snapshot's demonstrations."""
     import copy
 
-    from training.ml.models import load_reward_model_for_scoring
     from training.ml.ppo import PPOTask, attach_value_head
-    from training.ml.winrate import reward_scores
 
-    if not spec.reward_model_path:
-        raise TrainingDataError("A PPO run needs a reward model to learn from: pick one (reward_model).")
-    judge, judge_tokenizer = load_reward_model_for_scoring(
-        Path(spec.reward_model_path),
-        adapter_of=Path(spec.reward_model_adapter_of) if spec.reward_model_adapter_of else None)
-    judge.to(device)
-
-    def reward_fn(prompts, texts):
-        return reward_scores(judge, judge_tokenizer, prompts, texts, max_length=config.reward_max_length,
-                             max_response_tokens=config.max_new_tokens + 1)
+    reward_fn = _reward_fn(spec, device=device, max_length=config.reward_max_length,
+                           max_response_tokens=config.max_new_tokens + 1, kind="PPO")
 
     if config.lora:
         def reference_fn(prompts, answers):
@@ -273,6 +317,9 @@ def _win_rate(policy, spec: RunSpec, config, rows, tokenizer, *, base: Path, ada
     if isinstance(config, PPOConfig):  # the limits the policy was trained with
         prompt_tokens, reward_length, reward_answer = (config.max_prompt_tokens, config.reward_max_length,
                                                        config.max_new_tokens + 1)
+    elif isinstance(config, BestOfNConfig):
+        prompt_tokens, reward_length, reward_answer = (config.max_length - config.max_new_tokens - 1,
+                                                       config.max_length, config.max_new_tokens + 1)
     else:
         prompt_tokens, reward_length, reward_answer = (config.max_length - config.max_response_tokens,
                                                        config.max_length, config.max_response_tokens)
@@ -336,6 +383,12 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     if spec.kind == "reward":
         task = RewardTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
                           precision=precision)
+    elif spec.kind == "best_of_n":
+        kept, data_stats["best_of_n"] = _best_of_n_examples(model, spec, config, tokenizer, train_examples,
+                                                            device=device, hooks=hooks)
+        data_stats["train"].update(examples=len(kept))
+        task = SFTTask(train=kept, validation=validation, config=config, pad_id=pad_id, device=device,
+                       precision=precision)
     elif spec.kind == "ppo":
         task = _ppo_task(model, spec, config, rows, tokenizer, train_examples, validation, device=device,
                          precision=precision)
@@ -376,7 +429,7 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
         from training.ml.ppo import detach_value_head
 
         detach_value_head(model)  # the policy is saved (and judged) as a plain causal LM
-    if is_main and spec.kind in ("dpo", "ppo") and spec.reward_model_path and config.win_rate_prompts:
+    if is_main and spec.kind in POLICY_KINDS and spec.reward_model_path and config.win_rate_prompts:
         win_rate = _win_rate(model, spec, config, rows, tokenizer, base=base, adapter_of=adapter_of, hooks=hooks)
     if is_main:  # the others hold the same weights (the trainer's replica_difference says how close)
         save_trained(model, tokenizer, Path(spec.output_dir),

@@ -52,3 +52,17 @@ def tokenizer(tiny_model_dir):
     from training.ml.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def marker_reward_model(tmp_path_factory, tiny_model_dir):
+    """A reward model trained on the marker rule (answers ending in MARKER are preferred)."""
+    from training.ml.run import RunSpec, run_training
+
+    folder = tmp_path_factory.mktemp("marker-rm")
+    config = {"learning_rate": 3e-3, "epochs": 3, "prompts_per_step": 8, "seed": 1}
+    out = run_training(RunSpec(kind="reward", base_path=str(tiny_model_dir), config=config,
+                               output_dir=str(folder / "model"), checkpoint_dir=str(folder / "checkpoints")),
+                       lambda: iter(marker_rows()))
+    assert out.metrics["validation/accuracy"] >= 0.9
+    return out.output_dir

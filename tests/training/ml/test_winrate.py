@@ -12,22 +12,8 @@ from training.ml.winrate import policy_prompts, policy_win_rate
 
 from tests.training.ml.conftest import MARKER
 
-REWARD = {"learning_rate": 3e-3, "epochs": 3, "prompts_per_step": 8, "seed": 1}
 DPO = {"learning_rate": 3e-3, "epochs": 3, "prompts_per_step": 8, "seed": 1, "beta": 0.5,
        "win_rate_max_new_tokens": 24}
-
-
-@pytest.fixture(scope="module")
-def marker_reward_model(tmp_path_factory, tiny_model_dir):
-    """A reward model trained on the marker rule (answers ending in MARKER are preferred)."""
-    from tests.training.ml.conftest import marker_rows
-
-    folder = tmp_path_factory.mktemp("rm")
-    out = run_training(RunSpec(kind="reward", base_path=str(tiny_model_dir), config=REWARD,
-                               output_dir=str(folder / "model"), checkpoint_dir=str(folder / "checkpoints")),
-                       lambda: iter(marker_rows()))
-    assert out.metrics["validation/accuracy"] >= 0.9
-    return out.output_dir
 
 
 def test_a_dpo_policy_beats_its_start_by_the_reward_models_judgement(tmp_path, tiny_model_dir, rows,
