@@ -400,12 +400,12 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
 
     # The reference pass: TRL hashes the model (its precompute cache key) and precomputes in
     # its constructor; both are timed.
-    reference = Clock(device)
+    reference, hashing = Clock(device), Clock(device)
     original_hash = trl_dpo.hash_module
     original_precompute = DPOTrainer._precompute_ref_logps
 
     def timed_hash(module):
-        with reference:
+        with reference, hashing:
             return original_hash(module)
 
     def timed_precompute(self, *a, **k):
@@ -447,7 +447,7 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
         "prompts": seen["pairs"] * len(groups) / len(rows), "prompts_what": "pairs trained x train prompts / pairs",
         "pairs_per_step": seen["pairs"] / max(done, 1),
         "reference_seconds": reference.wall, "reference_cpu_seconds": reference.cpu,
-        "reference_mode": reference_mode, "reference_calls": reference.calls,
+        "reference_mode": reference_mode, "reference_hash_seconds": hashing.wall,
         "steps_seconds": span["end"][0] - span["start"][0], "steps_cpu_seconds": span["end"][1] - span["start"][1],
         "trainer_train_seconds": train_wall, "trainer_construct_seconds": construct_s,
         "tokens_encoded": seen["tokens"], "reference_tokens_encoded": reference_tokens,
@@ -587,6 +587,12 @@ def main() -> None:
               f"seed {cfg.seed}" + (f", max_steps {cfg.max_steps}" if cfg.max_steps else "")
               + ("; " + "; ".join(notes) if notes else ""))
 
+        warmup_steps = math.ceil(cfg.warmup_ratio * steps)
+        if steps <= warmup_steps:
+            notes.append(f"{steps} step(s) are all warm-up: the first step of every run has learning rate 0 (both "
+                         f"sides), so nothing trains; use --max-steps 2 or more to see the models move")
+            print(f"note: {notes[-1]}")
+        load_before = os.getloadavg()
         work = scratch / "runs"
         start = load_causal_lm_for_training(base)
         start_fingerprint = fingerprint(start)
@@ -624,6 +630,7 @@ def main() -> None:
             accuracy[name] = preference_accuracy(scores, reference, validation, beta=cfg.beta, seed=cfg.seed)
             r["validation"] = {k: v for k, v in accuracy[name].items() if k != "per_prompt"}
         validation_s = time.perf_counter() - t0
+        load_after = os.getloadavg()
 
         labels = {"ours": "ours (cached reference, K answers on one prompt encoding)",
                   "trl": f"TRL DPOTrainer ({'precomputed' if args.trl_reference == 'precompute' else 'live'} "
@@ -646,7 +653,8 @@ def main() -> None:
               f"each prompt's consensus ranking), every model scored by the same function (plain forward per answer, "
               f"fp32) against the base model; a tie counts half; 95% CI by {val['ci_method']}. pairs/s = training "
               f"pairs the steps processed / (reference pass + steps); the reference passes cover all "
-              f"{n_pairs} training pairs.")
+              f"{n_pairs} training pairs. Load average before training {load_before[0]:.1f}, after validation "
+              f"{load_after[0]:.1f} ({os.cpu_count()} CPUs): other work on the machine slows both sides' wall time.")
         ours = results["ours"]
         print(f"ours: reference pass {ours['reference_seconds']:.1f} s ({ours['reference_tokens_encoded']} tokens: "
               f"P + K*R per prompt), steps {ours['steps_seconds']:.1f} s ({ours['pairs_per_step']:.1f} pairs, "
@@ -666,7 +674,8 @@ def main() -> None:
             paired = paired_difference(accuracy["ours"]["per_prompt"], accuracy["trl"]["per_prompt"], seed=cfg.seed)
             ratios["accuracy_ours_minus_trl"] = paired
             goal = ratios["ours_vs_trl_pairs_per_s"] >= 1.5
-            print(f"TRL: reference pass {trl['reference_seconds']:.1f} s ({trl['reference_mode']}; "
+            print(f"TRL: reference pass {trl['reference_seconds']:.1f} s ({trl['reference_mode']}, of which "
+                  f"{trl['reference_hash_seconds']:.1f} s hashing the model for its cache key; "
                   f"{trl['reference_tokens_encoded']} tokens: 2*P + R_chosen + R_rejected per pair), steps "
                   f"{trl['steps_seconds']:.1f} s ({trl['tokens_encoded']} policy tokens encoded, padding "
                   f"{100 * trl['padding_share']:.1f}%), Trainer.train() {trl['trainer_train_seconds']:.1f} s, "
@@ -701,6 +710,7 @@ def main() -> None:
             "data": data_info, "train_prompts": len(groups), "train_pairs": n_pairs,
             "validation_prompts": len(validation), "validation_pairs": sum(len(g.pairs) for g in validation),
             "config": cfg.as_dict(), "start_fingerprint": start_fingerprint, "notes": notes,
+            "load_average": {"before_training": load_before, "after_validation": load_after, "cpus": os.cpu_count()},
             "start_accuracy": {k: v for k, v in accuracy["start"].items() if k != "per_prompt"},
             "variants": {k: {kk: vv for kk, vv in v.items() if kk != "model_dir"} for k, v in results.items()},
             "ratios": ratios,

@@ -343,7 +343,7 @@ class BestOfNConfig(SFTConfig, PolicyConfig):
     n: int = 4
     # New tokens per sampled answer.
     max_new_tokens: int = 96
-    # Sampling temperature and nucleus mass: diverse enough that the n answers differ.
+    # Sampling temperature: high enough that the n answers differ.
     temperature: float = 1.0
     # Nucleus (top-p) mass of that sampling.
     top_p: float = 0.95
