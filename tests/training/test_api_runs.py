@@ -166,3 +166,20 @@ def test_score_answers_with_a_reward_model(client_as, reward_model, reviewer, an
                 {**body, "messages": [{"role": "assistant", "content": "no question"}]},
                 {**body, "messages": "hello"}):
         assert client_as(reviewer).post(url, bad, format="json").status_code == 400, bad
+
+
+def test_policy_runs_take_their_reward_model_through_the_api(client_as, marker, tiny_model, reward_model, published):
+    project, snapshot, admin = marker
+    api = client_as(admin)
+    published.clear()
+    body = {"base_model": tiny_model.pk, "snapshot": snapshot.sha256, "config": {"max_steps": 2}}
+    for kind in ("ppo", "best_of_n"):
+        missing = api.post("/api/v1/training-runs/", {**body, "kind": kind}, format="json")
+        assert missing.status_code == 400 and "reward_model" in missing.json()["errors"]
+        queued = api.post("/api/v1/training-runs/", {**body, "kind": kind, "reward_model": reward_model.pk},
+                          format="json")
+        assert queued.status_code == 202, queued.content
+        assert queued.json()["reward_model"] == reward_model.pk and queued.json()["kind"] == kind
+    wrong = api.post("/api/v1/training-runs/", {**body, "kind": "dpo", "reward_model": tiny_model.pk}, format="json")
+    assert wrong.status_code == 400 and "not a reward model" in wrong.json()["detail"]
+    assert len(published) == 2
