@@ -107,3 +107,32 @@ def test_admin_watches_runs_starts_one_and_reads_evaluations(page, sign_in, trai
     assert page.locator(".review-matrix .reward-best").count() == 1
     page.locator("#reward-status").get_by_text("scores by").wait_for()
     page.screenshot(path=str(screenshot_dir / "review-scores.png"), full_page=True)
+
+
+def test_admin_reads_a_ppo_runs_rollouts_and_its_win_rate(page, sign_in, trained, screenshot_dir):
+    """A real tiny PPO run against the trained reward model: its page draws the reward and KL of
+    every rollout, lists the latest rollout's answers and shows the win rate with its interval."""
+    from training import runs
+
+    project, snapshot, admin, reward_run = trained  # noqa: F841
+    run = runs.training_run_create(user=admin, kind="ppo", base_model=reward_run.base_model, snapshot=snapshot,
+                                   reward_model=reward_run.model.pk,
+                                   config={"learning_rate": 3e-4, "rollout_prompts": 4, "minibatch_prompts": 2,
+                                           "max_new_tokens": 12, "win_rate_max_new_tokens": 12, "kl_bound": 100.0})
+    run = runs.training_run_execute(run_id=run.pk, worker="test:1")
+    assert run.status == "succeeded", run.error
+    sign_in(admin)
+    page.goto(f"/training/runs/{run.pk}/")
+    from training.models import TrainingMetric
+
+    rollouts = sum("reward" in m.values for m in TrainingMetric.objects.filter(run=run, split="train"))
+    assert rollouts >= 2
+    for name in ("reward", "kl", "entropy", "response_length", "loss"):
+        page.wait_for_function(f"""() => +document.querySelector('figure[data-plot="{name}"]').dataset.points > 0""")
+    assert _points(page, "reward") == rollouts and _points(page, "loss") == run.total_steps
+    assert page.get_by_role("heading", name="Answers of the latest rollout").is_visible()
+    shown = page.locator("table.rollout-samples tbody tr td:first-child").all_inner_texts()
+    assert 1 <= len(shown) <= 3 and len(set(shown)) == len(shown)  # the best two and the worst, each once
+    card = page.locator("section", has=page.get_by_role("heading", name=f"Win rate over {run.base_model.name}"))
+    assert card.is_visible() and "held-out prompts" in card.inner_text()
+    page.screenshot(path=str(screenshot_dir / "training-ppo-run.png"), full_page=True)

@@ -219,7 +219,7 @@ class PPOTask:
             "kl_coef": kl_coef,
             "samples": [{"prompt_id": prompts[i].prompt_id, "answer": sampled[i][1][:500],
                          "reward": round(float(scores[i]), 4)}
-                        for i in order[:SAMPLES_LOGGED - 1] + order[-1:]],
+                        for i in dict.fromkeys(order[:SAMPLES_LOGGED - 1] + order[-1:])],  # best, and worst
         }
         return Rollout(key=key, prompts=list(indexes), answers=answers, old_logprobs=logprobs,
                        ref_logprobs=ref_logprobs, old_values=values, advantages=advantages, returns=returns,
