@@ -203,6 +203,8 @@ class _RunHooks:
                                                 defaults={"values": record})
         latest = {**run.metrics, **{f"train/{k}": v for k, v in record.items() if k not in ("step", "epoch")}}
         loss = record.get("loss")
+        if record.get("alarm"):
+            self._say(f"WARNING at step {step}: {record['alarm']}")
         if step <= 3 or step == run.total_steps or step % max(run.total_steps // STEP_LINES, 1) == 0:
             self._say(f"step {step}/{run.total_steps}  loss {loss if loss is not None else '-'}  "
                       f"lr {record.get('lr', 0):.3g}  {record.get('seconds', 0):.1f} s")

@@ -283,6 +283,10 @@ class PPOConfig(PolicyConfig):
     # Safety stop: a rollout whose mean KL to the starting model exceeds this (nats per answer)
     # stops the run with a message, its last checkpoint kept, before the policy drifts further.
     kl_bound: float = 10.0
+    # Length-drift alarm: a rollout whose mean answer length is more than this factor longer or
+    # shorter than the first rollout's puts a warning in the run's log (reward models often
+    # prefer length, and a policy that learns only that is a common PPO failure).
+    length_drift_alarm: float = 2.0
     # GAE's discount (1: the score at the answer's end counts fully at every token).
     gamma: float = 1.0
     # GAE's lambda: how far advantages look ahead before trusting the value head.
@@ -319,6 +323,7 @@ class PPOConfig(PolicyConfig):
         _check(self.kl_target > 0, "kl_target", "above 0")
         _check(self.kl_horizon >= 1, "kl_horizon", "at least 1")
         _check(self.kl_bound > 0, "kl_bound", "above 0")
+        _check(self.length_drift_alarm > 1, "length_drift_alarm", "above 1")
         _check(0 < self.gamma <= 1, "gamma", "above 0, at most 1")
         _check(0 <= self.lam <= 1, "lam", "from 0 to 1")
         _check(0 < self.clip_range < 1, "clip_range", "between 0 and 1")

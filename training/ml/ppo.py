@@ -127,6 +127,7 @@ class PPOTask:
     heartbeat: Callable[[], None] | None = None
     rollout: Rollout | None = None
     controller: object = None
+    first_length: float | None = None  # the first rollout's mean answer length (the drift alarm's yardstick)
     _rollout_of: dict = field(default_factory=dict)  # train index -> (epoch, rollout index, its prompts)
 
     def __post_init__(self):
@@ -207,6 +208,10 @@ class PPOTask:
                 "run with a lower learning_rate or a higher kl_coef, or raise kl_bound if this KL is acceptable.")
         self.controller.update(mean_kl, len(indexes))
         lengths = mask.sum(dim=1)
+        mean_length = float(lengths.mean())
+        if self.first_length is None:
+            self.first_length = mean_length
+        drift = mean_length / max(self.first_length, 1.0)
         order = sorted(range(len(sampled)), key=lambda i: float(scores[i]), reverse=True)
         metrics = {
             "reward_sum": float(scores.sum()), "reward_count": len(scores),
@@ -216,11 +221,14 @@ class PPOTask:
             "entropy_sum": float((entropy * mask).sum()), "entropy_count": float(mask.sum()),
             "response_length_sum": float(lengths.sum()), "response_length_count": len(lengths),
             "stopped_sum": float(sum(stopped for _, _, stopped in sampled)), "stopped_count": len(sampled),
-            "kl_coef": kl_coef,
+            "kl_coef": kl_coef, "length_drift": round(drift, 4),
             "samples": [{"prompt_id": prompts[i].prompt_id, "answer": sampled[i][1][:500],
                          "reward": round(float(scores[i]), 4)}
                         for i in dict.fromkeys(order[:SAMPLES_LOGGED - 1] + order[-1:])],  # best, and worst
         }
+        if not 1 / c.length_drift_alarm <= drift <= c.length_drift_alarm:
+            metrics["alarm"] = (f"answer length drifted to {drift:.2f}x the first rollout's ({mean_length:.0f} against "
+                                f"{self.first_length:.0f} tokens): check that the reward is not just rewarding length")
         return Rollout(key=key, prompts=list(indexes), answers=answers, old_logprobs=logprobs,
                        ref_logprobs=ref_logprobs, old_values=values, advantages=advantages, returns=returns,
                        mask=mask, metrics=metrics)
@@ -318,9 +326,11 @@ class PPOTask:
     # --- Checkpoints ---------------------------------------------------------------------------
 
     def save_state(self, folder: Path) -> None:
-        torch.save({"controller": self.controller.state(), "rollout": self.rollout}, folder / "ppo.pt")
+        torch.save({"controller": self.controller.state(), "rollout": self.rollout, "first_length": self.first_length},
+                   folder / "ppo.pt")
 
     def load_state(self, folder: Path) -> None:
         state = torch.load(folder / "ppo.pt", weights_only=False)
         self.controller.value = state["controller"]["value"]
         self.rollout = state["rollout"]
+        self.first_length = state.get("first_length")
