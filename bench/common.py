@@ -106,3 +106,21 @@ class TrainSpan:
         from training.ml.trainer import Hooks
 
         return Hooks(log=self.log, progress=self.progress, checkpoint=self.checkpoint)
+
+
+def preference_items_taken(groups, cfg, *, steps: int) -> list[int]:
+    """The training groups (indexes, with repeats across epochs) that the first `steps` steps of
+    our reward or DPO trainer take: the length-grouped plan RewardTask.plan and DPOTask.plan
+    follow (`cfg`: their config)."""
+    from training.ml.data import step_plan
+    from training.ml.reward import group_cost
+
+    lengths = [group_cost(g, shared_prefix=cfg.share_prompt_prefix) for g in groups]
+    taken, epoch = [], 0
+    while steps > 0:
+        plan = step_plan(len(groups), per_step=cfg.prompts_per_step, seed=cfg.seed, epoch=epoch, lengths=lengths)
+        for items in plan[:steps]:
+            taken.extend(items)
+        steps -= len(plan)
+        epoch += 1
+    return taken

@@ -88,7 +88,8 @@ DATA_FILE = ROOT.parent / "shared" / "data" / "fgrlhf_qa_dev_feedback.json"
 IMPORT_FORMAT = "fgrlhf"
 
 
-from bench.common import TrainSpan, free_memory, import_and_snapshot, setup_django, sync  # noqa: E402
+from bench.common import (TrainSpan, free_memory, import_and_snapshot, preference_items_taken,  # noqa: E402
+                          setup_django, sync)
 
 
 class Clock:
@@ -122,23 +123,6 @@ def fingerprint(model) -> str:
     last = max(int(n.split(".layers.")[1].split(".")[0]) for n in top)
     weight = next(p for n, p in named.items() if f".layers.{last}." in n).detach().float().cpu().numpy()
     return hashlib.sha256(embed[:64].tobytes() + weight.tobytes()).hexdigest()[:12]
-
-
-def items_taken(groups, cfg, *, steps: int) -> list[int]:
-    """The training groups (indexes, with repeats across epochs) the first `steps` steps of our
-    trainer take: the plan DPOTask.plan follows (length-grouped steps)."""
-    from training.ml.data import step_plan
-    from training.ml.reward import group_cost
-
-    lengths = [group_cost(g, shared_prefix=cfg.share_prompt_prefix) for g in groups]
-    taken, epoch = [], 0
-    while steps > 0:
-        plan = step_plan(len(groups), per_step=cfg.prompts_per_step, seed=cfg.seed, epoch=epoch, lengths=lengths)
-        for items in plan[:steps]:
-            taken.extend(items)
-        steps -= len(plan)
-        epoch += 1
-    return taken
 
 
 def our_total_steps(groups, cfg) -> int:
@@ -264,7 +248,7 @@ def run_ours(*, base: Path, rows: list[dict], config: dict, groups, device, work
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     history = output.result.history
     cfg = output.config
-    taken = items_taken(groups, cfg, steps=len(history))
+    taken = preference_items_taken(groups, cfg, steps=len(history))
     pairs = sum(len(groups[i].pairs) for i in taken)
     policy_tokens = sum(len(groups[i].prompt_ids) + sum(len(r) for r in groups[i].responses) for i in taken)
     reference_tokens = sum(len(g.prompt_ids) + sum(len(r) for r in g.responses) for g in groups)

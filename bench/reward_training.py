@@ -61,7 +61,8 @@ DATA_FILE = ROOT.parent / "shared" / "data" / "fgrlhf_qa_dev_feedback.json"
 IMPORT_FORMAT = "fgrlhf"
 
 
-from bench.common import TrainSpan, free_memory, import_and_snapshot, setup_django, sync  # noqa: E402
+from bench.common import (TrainSpan, free_memory, import_and_snapshot, preference_items_taken,  # noqa: E402
+                          setup_django, sync)
 
 
 def fingerprint(model) -> str:
@@ -74,21 +75,6 @@ def fingerprint(model) -> str:
     head = reward_head(model).weight.detach().float().cpu().numpy().tobytes()
     first = next(p for n, p in model.named_parameters() if "embed" in n).detach().float().cpu().numpy()
     return hashlib.sha256(head + first[:64].tobytes()).hexdigest()[:12]
-
-
-def items_taken(n: int, *, per_step: int, seed: int, steps: int) -> list[int]:
-    """The training examples (indexes, with repeats across epochs) the first `steps` steps of
-    our trainer take: the same plan the trainer follows."""
-    from training.ml.data import step_plan
-
-    taken, epoch = [], 0
-    while steps > 0:
-        plan = step_plan(n, per_step=per_step, seed=seed, epoch=epoch)
-        for items in plan[:steps]:
-            taken.extend(items)
-        steps -= len(plan)
-        epoch += 1
-    return taken
 
 
 def pair_sequences(groups) -> list[tuple[list[int], list[int]]]:
@@ -208,8 +194,8 @@ def run_ours(name: str, *, base: Path, rows: list[dict], config: dict, groups, d
     history = output.result.history
     wall, cpu = span.end[0] - span.start[0], span.end[1] - span.start[1]
     cfg = output.config
-    taken = items_taken(len(groups), per_step=cfg.prompts_per_step, seed=cfg.seed, steps=len(history))
     shared = cfg.share_prompt_prefix
+    taken = preference_items_taken(groups, cfg, steps=len(history))
     real_tokens = sum(len(groups[i].prompt_ids) + sum(len(r) for r in groups[i].responses) if shared
                       else groups[i].tokens for i in taken)
     pairs = sum(len(groups[i].pairs) for i in taken)
