@@ -376,7 +376,7 @@ def _chunk_save(job: GenerationJob, *, results: list[sampling.SampleResult], row
     candidates = []
     for result in results:
         row = rows[result.key]
-        text = result.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+        text = result.text  # the sampler's text has no NUL (PostgreSQL cannot store it)
         candidates.append(Candidate(
             prompt_id=row.prompt_id, text=text, source=Source.GENERATED, model=job.model,
             external_id=job.external_id(row.slot),

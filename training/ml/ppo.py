@@ -215,13 +215,15 @@ class PPOTask:
         order = sorted(range(len(sampled)), key=lambda i: float(scores[i]), reverse=True)
         metrics = {
             "reward_sum": float(scores.sum()), "reward_count": len(scores),
-            "reward_std": round(float(scores.std()), 6) if len(scores) > 1 else 0.0,
+            # Values every process computes alike (each rolls out the whole rollout) go out as a
+            # sum and a count, which the trainer adds up across processes: their mean stays right.
+            "reward_std_sum": float(scores.std()) if len(scores) > 1 else 0.0, "reward_std_count": 1,
             "score_sum": float(raw.sum()), "score_count": len(raw),
             "kl_sum": float(kl_per_answer.sum()), "kl_count": len(kl_per_answer),
             "entropy_sum": float((entropy * mask).sum()), "entropy_count": float(mask.sum()),
             "response_length_sum": float(lengths.sum()), "response_length_count": len(lengths),
             "stopped_sum": float(sum(stopped for _, _, stopped in sampled)), "stopped_count": len(sampled),
-            "kl_coef": kl_coef, "length_drift": round(drift, 4),
+            "kl_coef_sum": kl_coef, "kl_coef_count": 1, "length_drift_sum": drift, "length_drift_count": 1,
             "samples": [{"prompt_id": prompts[i].prompt_id, "answer": sampled[i][1][:500],
                          "reward": round(float(scores[i]), 4)}
                         for i in dict.fromkeys(order[:SAMPLES_LOGGED - 1] + order[-1:])],  # best, and worst

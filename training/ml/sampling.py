@@ -341,7 +341,7 @@ def generate(model, tokenizer, requests: Sequence[SampleRequest], *, config: Gen
         tokens, reasons, stats = sample_batch(model, batch, pad_id=pad_id, stop_ids=stops, config=config,
                                               on_step=on_step)
         results = [
-            SampleResult(key=req.key, token_ids=toks, text=tokenizer.decode(toks, skip_special_tokens=True).strip(),
+            SampleResult(key=req.key, token_ids=toks, text=_clean(tokenizer.decode(toks, skip_special_tokens=True)),
                          finish_reason=reason, seconds=stats.seconds, prompt_tokens=len(req.input_ids),
                          batch_rows=len(batch))
             for req, toks, reason in zip(batch, tokens, reasons)
@@ -351,6 +351,12 @@ def generate(model, tokenizer, requests: Sequence[SampleRequest], *, config: Gen
         if on_batch is not None:
             on_batch(results, stats)
     return [by_key[r.key] for r in requests]
+
+
+def _clean(text: str) -> str:
+    """Decoded text as every consumer can store it: without NUL characters (a model can emit
+    their token; PostgreSQL text and jsonb cannot hold them), and without surrounding space."""
+    return text.replace("\x00", "").strip()
 
 
 def derive_seed(*parts: object) -> int:

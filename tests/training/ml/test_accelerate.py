@@ -35,7 +35,12 @@ LAUNCH_TIMEOUT = 240  # seconds; a launch takes ~10-20 s on the shared 2-core ma
 COMMON = {"learning_rate": 3e-3, "epochs": 2, "checkpoint_every": 5, "seed": 1, "max_length": 128,
           "max_response_tokens": 32, "tokens_per_microbatch": 128}
 CONFIGS = {"sft": {**COMMON, "batch_size": 19}, "reward": {**COMMON, "prompts_per_step": 19},
-           "dpo": {**COMMON, "prompts_per_step": 19, "learning_rate": 1e-3, "beta": 0.5}}
+           "dpo": {**COMMON, "prompts_per_step": 19, "learning_rate": 1e-3, "beta": 0.5},
+           # 96 train prompts in rollouts of 16, mini-batches of 7 (the last of each rollout has 2:
+           # a process can be left with one prompt, or none in a smaller step).
+           "ppo": {"learning_rate": 3e-4, "rollout_prompts": 16, "minibatch_prompts": 7, "max_new_tokens": 8,
+                   "max_prompt_tokens": 64, "kl_bound": 100.0, "win_rate_prompts": 0, "max_steps": 12,
+                   "checkpoint_every": 5, "seed": 1}}
 STEPS = 12  # 2 epochs of 6 steps: 5 of 19 examples and 1 of 1
 WEIGHT_TOLERANCE = 2e-5
 
@@ -51,12 +56,13 @@ def snapshot_file(tmp_path_factory):
     return path
 
 
-def run_spec(folder: Path, kind: str, base) -> RunSpec:
+def run_spec(folder: Path, kind: str, base, reward_model=None) -> RunSpec:
     return RunSpec(kind=kind, base_path=str(base), config=CONFIGS[kind], output_dir=str(folder / "model"),
-                   checkpoint_dir=str(folder / "checkpoints"))
+                   checkpoint_dir=str(folder / "checkpoints"),
+                   reward_model_path=str(reward_model) if reward_model else None)
 
 
-def one_process(folder: Path, kind: str, base, snapshot_file):
+def one_process(folder: Path, kind: str, base, snapshot_file, reward_model=None):
     """The reference: run_training in this process, one thread (as each launched process has)."""
     from training.ml.launch import read_rows
 
@@ -64,7 +70,8 @@ def one_process(folder: Path, kind: str, base, snapshot_file):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        out = run_training(run_spec(folder, kind, base), read_rows(snapshot_file), hooks=Hooks(log=logged.append))
+        out = run_training(run_spec(folder, kind, base, reward_model), read_rows(snapshot_file),
+                           hooks=Hooks(log=logged.append))
     finally:
         torch.set_num_threads(threads)
     return out, logged
@@ -178,6 +185,26 @@ def test_dpo_on_two_processes_shares_the_reference_and_ends_where_one_process_en
             assert counts_a == counts_b and logps_a == pytest.approx(logps_b, abs=1e-4)
     difference = max_weight_difference(one.output_dir, Path(out["output_dir"]))
     print(f"dpo: max weight difference, 1 vs 2 processes: {difference:.3g}")
+    assert difference < WEIGHT_TOLERANCE
+
+
+def test_ppo_on_two_processes_ends_where_one_process_ends(tmp_path, tiny_model_dir, snapshot_file,
+                                                          marker_reward_model):
+    """Each process rolls out the whole rollout (the same answers: the same weights and seeds)
+    and trains on its share of every mini-batch; the gradients are summed."""
+    one, one_logged = one_process(tmp_path / "one", "ppo", tiny_model_dir, snapshot_file, marker_reward_model)
+    code, events, output = launch(tmp_path / "two", run_spec(tmp_path / "two", "ppo", tiny_model_dir,
+                                                             marker_reward_model), snapshot_file)
+    assert code == 0, output[-3000:]
+    records = [e["record"] for e in of(events, "log")]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert_steps_match(records, one_logged)
+    rollouts = [r for r in records if "reward" in r]
+    assert [r["step"] for r in rollouts] == [1, 7] and rollouts[1]["kl_coef"] == one_logged[6]["kl_coef"]
+    (done,) = of(events, "done")
+    assert done["output"]["result"]["replica_difference"] == 0.0
+    difference = max_weight_difference(one.output_dir, Path(done["output"]["output_dir"]))
+    print(f"ppo: max weight difference, 1 vs 2 processes: {difference:.3g}")
     assert difference < WEIGHT_TOLERANCE
 
 

@@ -131,8 +131,8 @@ def test_a_ppo_run_killed_mid_rollout_resumes_on_the_same_answers(tmp_path, tiny
 def test_a_rollout_far_from_the_first_rollouts_length_raises_the_drift_alarm(tiny_model_dir):
     model, task, config = ppo_setup(tiny_model_dir, {"length_drift_alarm": 2.0})
     first = task.roll_out(model, (0, 0), list(range(8)))
-    assert "alarm" not in first.metrics and first.metrics["length_drift"] == 1.0
+    assert "alarm" not in first.metrics and first.metrics["length_drift_sum"] == 1.0
     task.first_length = 4 * task.first_length  # as if the answers had shrunk to a quarter since
     later = task.roll_out(model, (0, 1), list(range(8, 16)))
-    assert later.metrics["length_drift"] == pytest.approx(0.25, rel=0.2)
+    assert later.metrics["length_drift_sum"] == pytest.approx(0.25, rel=0.2)
     assert "answer length drifted to" in later.metrics["alarm"] and "rewarding length" in later.metrics["alarm"]

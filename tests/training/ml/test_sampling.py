@@ -117,6 +117,14 @@ def test_generate_returns_results_in_request_order_with_their_budgets(tiny_lm):
         assert res.prompt_tokens == len(req.input_ids)
 
 
+def test_generated_text_never_holds_a_nul_character(tiny_lm, monkeypatch):
+    """A model can emit the NUL byte's token; PostgreSQL text and jsonb cannot store it (a tiny
+    model's answer in a win-rate example once failed a run on PostgreSQL)."""
+    monkeypatch.setattr(type(tiny_lm.tokenizer), "decode", lambda self, ids, **kw: " an\x00swer\x00 ")
+    (result,) = G.generate(tiny_lm.model, tiny_lm.tokenizer, [_req(tiny_lm, "Hi?", key="a", max_new_tokens=3)])
+    assert result.text == "answer"
+
+
 def test_same_seed_reproduces_whatever_the_batch(tiny_lm):
     """A row's text depends on its seed and parameters, not on the rows batched with it."""
     target = _req(tiny_lm, "What is the capital of France?", key="t", seed=1234, max_new_tokens=24)
