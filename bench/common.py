@@ -112,15 +112,72 @@ def preference_items_taken(groups, cfg, *, steps: int) -> list[int]:
     """The training groups (indexes, with repeats across epochs) that the first `steps` steps of
     our reward or DPO trainer take: the length-grouped plan RewardTask.plan and DPOTask.plan
     follow (`cfg`: their config)."""
-    from training.ml.data import step_plan
-    from training.ml.reward import group_cost
+    from training.ml.reward import preference_plan
 
-    lengths = [group_cost(g, shared_prefix=cfg.share_prompt_prefix) for g in groups]
     taken, epoch = [], 0
     while steps > 0:
-        plan = step_plan(len(groups), per_step=cfg.prompts_per_step, seed=cfg.seed, epoch=epoch, lengths=lengths)
+        plan = preference_plan(groups, cfg, epoch)
         for items in plan[:steps]:
             taken.extend(items)
         steps -= len(plan)
         epoch += 1
     return taken
+
+
+def config_from_args(cls, args) -> tuple[object, list[str]]:
+    """A kind's config (`cls`: SFTConfig, RewardConfig, DPOConfig) with the defaults, overridden
+    only by the benchmark's command line (seed, epochs, max_length, tokens_per_microbatch,
+    max_steps, checkpoint_every when given), and notes on what had to follow a shorter
+    max_length for the config to stay valid."""
+    config: dict = {"seed": args.seed, "epochs": args.epochs}
+    defaults = cls()
+    notes = []
+    if args.max_length:
+        config["max_length"] = args.max_length
+        if defaults.max_response_tokens >= args.max_length:  # else the config is invalid
+            config["max_response_tokens"] = args.max_length // 2
+            notes.append(f"max_response_tokens {config['max_response_tokens']} (max_length/2: the default "
+                         f"{defaults.max_response_tokens} does not fit)")
+        if defaults.tokens_per_microbatch < args.max_length:
+            config["tokens_per_microbatch"] = args.max_length
+            notes.append(f"tokens_per_microbatch {args.max_length} (at least max_length)")
+    if args.tokens_per_microbatch:
+        config["tokens_per_microbatch"] = args.tokens_per_microbatch
+    if args.max_steps:
+        config["max_steps"] = args.max_steps
+    if getattr(args, "checkpoint_every", 0):
+        config["checkpoint_every"] = args.checkpoint_every
+    return cls(**config), notes
+
+
+def require_trl(args) -> None:
+    """Stop with what to install when TRL is needed (no --skip-trl) and missing."""
+    import importlib.util
+
+    if not getattr(args, "skip_trl", False) and importlib.util.find_spec("trl") is None:
+        sys.exit("TRL is not installed: pip install -r requirements-bench.txt (or run with --skip-trl)")
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder for the run's database, models and checkpoints (the caller removes
+    it); a run killed with SIGTERM (e.g. `timeout`) still exits through the caller's cleanup."""
+    import signal
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return scratch
+
+
+def device_and_base(args):
+    """(torch device, the base model's folder): --device (else CUDA when present), --model (else
+    the default model, converted once into the model store). After setup_django."""
+    import torch
+    import transformers
+    from django.conf import settings
+
+    from modelhub.default_model import default_model_convert
+
+    transformers.logging.set_verbosity_error()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return device, Path(args.model) if args.model else default_model_convert(Path(settings.MODEL_DIR))

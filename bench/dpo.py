@@ -74,10 +74,8 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -88,8 +86,9 @@ DATA_FILE = ROOT.parent / "shared" / "data" / "fgrlhf_qa_dev_feedback.json"
 IMPORT_FORMAT = "fgrlhf"
 
 
-from bench.common import (TrainSpan, free_memory, import_and_snapshot, preference_items_taken,  # noqa: E402
-                          setup_django, sync)
+from bench.common import (TrainSpan, config_from_args, device_and_base, free_memory,  # noqa: E402
+                          import_and_snapshot, preference_items_taken, require_trl, scratch_dir, setup_django,
+                          sync)
 
 
 class Clock:
@@ -477,23 +476,13 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the final JSON object here")
     args = parser.parse_args()
 
-    if not args.skip_trl:
-        import importlib.util
-
-        if importlib.util.find_spec("trl") is None:
-            sys.exit("TRL is not installed: pip install -r requirements-bench.txt (or run with --skip-trl)")
+    require_trl(args)
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    scratch = Path(tempfile.mkdtemp(prefix="bench-dpo-"))
-    # A killed run (SIGTERM, e.g. `timeout`) still removes its scratch directory (models, checkpoints).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    scratch = scratch_dir("bench-dpo-")
     try:
         setup_django(str(scratch / "data"))
         import torch
-        import transformers
-        from django.conf import settings
-
-        from modelhub.default_model import default_model_convert
         from training.ml.config import DPOConfig
         from training.ml.data import reward_groups
         from training.ml.models import (
@@ -504,29 +493,10 @@ def main() -> None:
             resolve_train_layers,
         )
 
-        transformers.logging.set_verbosity_error()
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        base = Path(args.model) if args.model else default_model_convert(Path(settings.MODEL_DIR))
+        device, base = device_and_base(args)
 
-        config: dict = {"seed": args.seed, "epochs": args.epochs}
-        defaults = DPOConfig()
-        notes = []
-        if args.max_length:
-            config["max_length"] = args.max_length
-            if defaults.max_response_tokens >= args.max_length:  # else the config is invalid
-                config["max_response_tokens"] = args.max_length // 2
-                notes.append(f"max_response_tokens {config['max_response_tokens']} (max_length/2: the default "
-                             f"{defaults.max_response_tokens} does not fit)")
-            if defaults.tokens_per_microbatch < args.max_length:
-                config["tokens_per_microbatch"] = args.max_length
-                notes.append(f"tokens_per_microbatch {args.max_length} (at least max_length)")
-        if args.tokens_per_microbatch:
-            config["tokens_per_microbatch"] = args.tokens_per_microbatch
-        if args.max_steps:
-            config["max_steps"] = args.max_steps
-        if args.checkpoint_every:
-            config["checkpoint_every"] = args.checkpoint_every
-        cfg = DPOConfig(**config)
+        cfg, notes = config_from_args(DPOConfig, args)
+        config = cfg.as_dict()  # what both sides are given
         precision = resolve_precision(cfg.precision, device)
 
         t0 = time.perf_counter()

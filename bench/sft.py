@@ -41,10 +41,8 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,7 +56,8 @@ DATASETS = {  # --dataset: (file, import format)
 IGNORE_INDEX = -100
 
 
-from bench.common import TrainSpan, free_memory, import_and_snapshot, setup_django, sync  # noqa: E402
+from bench.common import (TrainSpan, config_from_args, device_and_base, free_memory,  # noqa: E402
+                          import_and_snapshot, scratch_dir, setup_django, sync)
 
 
 def padded_batch(examples, *, pad_id: int, device):
@@ -260,41 +259,19 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the final JSON object here")
     args = parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench-sft-"))
-    # A killed run (SIGTERM, e.g. `timeout`) still removes its scratch directory (models, checkpoints).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    scratch = scratch_dir("bench-sft-")
     try:
         setup_django(str(scratch / "data"))
         import torch
         import transformers
-        from django.conf import settings
-
-        from modelhub.default_model import default_model_convert
         from training.ml.config import SFTConfig
         from training.ml.data import sft_examples
         from training.ml.models import load_causal_lm_for_training, load_tokenizer, resolve_precision
 
-        transformers.logging.set_verbosity_error()
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        base = Path(args.model) if args.model else default_model_convert(Path(settings.MODEL_DIR))
+        device, base = device_and_base(args)
 
-        config: dict = {"seed": args.seed, "epochs": args.epochs}
-        defaults = SFTConfig()
-        notes = []
-        if args.max_length:
-            config["max_length"] = args.max_length
-            if defaults.max_response_tokens >= args.max_length:  # else the config is invalid
-                config["max_response_tokens"] = args.max_length // 2
-                notes.append(f"max_response_tokens {config['max_response_tokens']} (max_length/2: the default "
-                             f"{defaults.max_response_tokens} does not fit)")
-            if defaults.tokens_per_microbatch < args.max_length:
-                config["tokens_per_microbatch"] = args.max_length
-                notes.append(f"tokens_per_microbatch {args.max_length} (at least max_length)")
-        if args.tokens_per_microbatch:
-            config["tokens_per_microbatch"] = args.tokens_per_microbatch
-        if args.max_steps:
-            config["max_steps"] = args.max_steps
-        cfg = SFTConfig(**config)
+        cfg, notes = config_from_args(SFTConfig, args)
+        config = cfg.as_dict()  # what both sides are given
         precision = resolve_precision(cfg.precision, device)
 
         path, format_name = DATASETS[args.dataset]

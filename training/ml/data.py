@@ -219,18 +219,23 @@ def reward_groups(rows: Iterable[dict], tokenizer, *, split: str, max_length: in
     return groups, stats
 
 
+def split_chats(rows: Iterable[dict], split: str) -> Iterable[tuple[dict, list[dict]]]:
+    """(row, its chat) for each row of `split` ("all": every row) whose prompt renders."""
+    for row in rows:
+        if split != "all" and row.get("split") != split:
+            continue
+        chat = row_chat(row)
+        if chat is not None:
+            yield row, chat
+
+
 def best_answers(rows: Iterable[dict], tokenizer, *, split: str, max_length: int,
                  max_response_tokens: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """(prompt tokens, answer tokens) of each prompt's best answers in `split`: its
     demonstrations, else its consensus's top candidates. A trained reward model is shifted so
     that these score mean 0."""
     out = []
-    for row in rows:
-        if split != "all" and row.get("split") != split:
-            continue
-        chat = row_chat(row)
-        if chat is None:
-            continue
+    for row, chat in split_chats(rows, split):
         texts = [d["text"] for d in row.get("demonstrations") or []]
         if not texts and row.get("consensus") and row["consensus"].get("ranking"):
             by_id = {c["id"]: c["text"] for c in row.get("candidates", [])}

@@ -23,11 +23,11 @@ from typing import Callable, Sequence
 import torch
 
 from training.ml.config import DPOConfig
-from training.ml.data import RewardGroup, microbatches, step_plan
+from training.ml.data import RewardGroup, microbatches
 from training.ml.evaluation import accuracy_with_interval
 from training.ml.losses import dpo_pair_loss, mean_per_prompt
 from training.ml.models import answer_logprobs, autocast
-from training.ml.reward import group_cost, pair_tensors
+from training.ml.reward import group_cost, pair_tensors, preference_plan
 
 REFERENCE_FILE = "reference_logprobs.pt"
 
@@ -108,9 +108,7 @@ class DPOTask:
     heartbeat: Callable[[], None] | None = None  # called during evaluation, which has no steps
 
     def plan(self, epoch: int) -> list[list[int]]:
-        shared = self.config.share_prompt_prefix
-        return step_plan(len(self.train), per_step=self.config.prompts_per_step, seed=self.config.seed, epoch=epoch,
-                         lengths=[group_cost(g, shared_prefix=shared) for g in self.train])
+        return preference_plan(self.train, self.config, epoch)
 
     def _pair_losses(self, model, groups: Sequence[RewardGroup], reference: Sequence) -> dict[str, torch.Tensor]:
         """Per pair: the loss and the implicit rewards of its two answers; per prompt: the loss."""

@@ -24,6 +24,14 @@ def group_cost(group: RewardGroup, *, shared_prefix: bool) -> int:
     return len(group.responses) * group.longest
 
 
+def preference_plan(groups: Sequence[RewardGroup], config, epoch: int) -> list[list[int]]:
+    """The steps of an epoch of a task that learns from rankings (reward model, DPO):
+    `prompts_per_step` ranked prompts a step, length-grouped by what each adds to a forward."""
+    shared = config.share_prompt_prefix
+    return step_plan(len(groups), per_step=config.prompts_per_step, seed=config.seed, epoch=epoch,
+                     lengths=[group_cost(g, shared_prefix=shared) for g in groups])
+
+
 def pair_tensors(groups: Sequence[RewardGroup], device) -> tuple[torch.Tensor, ...]:
     """(better, worse, pair_prompt, margin) over the answers of `groups` flattened in order."""
     better, worse, owner, margin = [], [], [], []
@@ -62,9 +70,7 @@ class RewardTask:
     heartbeat: Callable[[], None] | None = None  # called during evaluation, which has no steps
 
     def plan(self, epoch: int) -> list[list[int]]:
-        shared = self.config.share_prompt_prefix
-        return step_plan(len(self.train), per_step=self.config.prompts_per_step, seed=self.config.seed, epoch=epoch,
-                         lengths=[group_cost(g, shared_prefix=shared) for g in self.train])
+        return preference_plan(self.train, self.config, epoch)
 
     def _microbatches(self, groups: Sequence[RewardGroup]) -> list[list[int]]:
         shared = self.config.share_prompt_prefix

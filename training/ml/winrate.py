@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.ml.data import cap_response, fit_prompt, row_chat
+from training.ml.data import cap_response, fit_prompt, split_chats
 from training.ml.evaluation import accuracy_with_interval
 from training.ml.models import answer_logprobs
 from training.ml.prompting import encode_response, end_of_turn_id
@@ -43,12 +43,7 @@ def policy_prompts(rows: Iterable[dict], tokenizer, *, split: str = "validation"
     import random
 
     prompts = []
-    for row in rows:
-        if split != "all" and row.get("split") != split:
-            continue
-        chat = row_chat(row)
-        if chat is None:
-            continue
+    for row, chat in split_chats(rows, split):
         ids, _ = fit_prompt(tokenizer, chat, max_prompt_tokens)
         prompts.append(PolicyPrompt(prompt_id=row["prompt_id"], chat=tuple(chat), input_ids=tuple(ids)))
     if limit is not None and len(prompts) > limit:
