@@ -310,6 +310,8 @@ class PPOConfig(PolicyConfig):
     ptx_examples: int = 4
     # Longest prompt + answer the reward model reads (prompt cut from the left).
     reward_max_length: int = 512
+    # Padded tokens per forward pass of the policy and the reference (bounds memory).
+    tokens_per_microbatch: int = 2048
 
     def __post_init__(self):
         super().__post_init__()
@@ -335,6 +337,8 @@ class PPOConfig(PolicyConfig):
         _check(self.ptx_coef >= 0, "ptx_coef", "0 or more")
         _check(1 <= self.ptx_examples <= 256, "ptx_examples", "from 1 to 256")
         _check(32 <= self.reward_max_length <= 65536, "reward_max_length", "from 32 to 65536")
+        _check(self.tokens_per_microbatch >= self.max_prompt_tokens + self.max_new_tokens, "tokens_per_microbatch",
+               "at least max_prompt_tokens + max_new_tokens")
 
 
 @dataclass

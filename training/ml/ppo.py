@@ -164,7 +164,7 @@ class PPOTask:
         gradients, in micro-batches."""
         parts = defaultdict(list)
         for micro in microbatches([len(p) + len(a) for p, a in zip(prompts, answers)],
-                                  self.config.reward_max_length * 4):
+                                  self.config.tokens_per_microbatch):
             with autocast(self.device, self.precision):
                 out = answer_token_outputs(model, [prompts[i] for i in micro], [[answers[i]] for i in micro],
                                            pad_id=self.pad_id, shared_prefix=False, with_entropy=True)
@@ -179,18 +179,32 @@ class PPOTask:
         return logprobs, values, entropy, mask
 
     @torch.no_grad()
+    @torch.no_grad()
+    def _reference_outputs(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(n, R) per-token log-probabilities of the answers under the reference, in the same
+        token-budgeted micro-batches as the policy's (a rollout in one forward would spike memory)."""
+        rows: dict[int, torch.Tensor] = {}
+        for micro in microbatches([len(p) + len(a) for p, a in zip(prompts, answers)],
+                                  self.config.tokens_per_microbatch):
+            out = self.reference_fn([prompts[i] for i in micro], [answers[i] for i in micro]).cpu()
+            for j, i in enumerate(micro):
+                rows[i] = out[j, :len(answers[i])]
+            self._beat()
+        return _pad_rows([rows[i] for i in range(len(answers))], max(len(a) for a in answers))
+
     def roll_out(self, model, key: tuple[int, int], indexes: list[int]) -> Rollout:
         c = self.config
         prompts = [self.train[i] for i in indexes]
         model.eval()
         sampled = sample_answers(model, self.tokenizer, prompts, seed=derive_seed(c.seed, "rollout", *key),
                                  max_new_tokens=c.max_new_tokens, temperature=c.temperature, on_step=self._beat)
-        # An empty answer (the model stopped at once) still has its end-of-turn token; one that
-        # has no token at all is given the end-of-turn token so every answer has a last token.
+        # An answer that stopped at once still has its end-of-turn token; one with no token at all
+        # (a stop token that is not end-of-turn) gets the pad token, so every answer has a last
+        # token to score and to put the reward on.
         answers = [tuple(ids) if ids else (self.pad_id,) for ids, _, _ in sampled]
         prompt_ids = [p.input_ids for p in prompts]
         logprobs, values, entropy, mask = self._policy_outputs(model, prompt_ids, answers)
-        ref_logprobs = self.reference_fn(prompt_ids, answers).cpu() * mask
+        ref_logprobs = self._reference_outputs(prompt_ids, answers) * mask
         raw = torch.tensor([float(s) for s in self.reward_fn(prompts, [text for _, text, _ in sampled])])
         scores = raw - c.missing_eos_penalty * torch.tensor([0.0 if stopped else 1.0 for _, _, stopped in sampled])
         if c.reward_clip:
@@ -251,7 +265,7 @@ class PPOTask:
         global_tokens = float(sum(rollout.mask[rollout.row(i)].sum() for i in global_items))
         prompts = [self.train[i].input_ids for i in items]
         answers = [rollout.answers[j] for j in rows]
-        for micro in microbatches([len(p) + len(a) for p, a in zip(prompts, answers)], c.reward_max_length * 4):
+        for micro in microbatches([len(p) + len(a) for p, a in zip(prompts, answers)], c.tokens_per_microbatch):
             picked = [rows[i] for i in micro]
             width = max(len(answers[i]) for i in micro)
             mask = rollout.mask[picked, :width].to(self.device)
@@ -319,7 +333,7 @@ class PPOTask:
         answers = [tuple(ids) if ids else (self.pad_id,) for ids, _, _ in sampled]
         prompt_ids = [p.input_ids for p in self.validation]
         logprobs, _, _, mask = self._policy_outputs(model, prompt_ids, answers)
-        kl = ((logprobs - self.reference_fn(prompt_ids, answers).cpu()) * mask).sum(dim=1)
+        kl = ((logprobs - self._reference_outputs(prompt_ids, answers)) * mask).sum(dim=1)
         scores = torch.tensor([float(s) for s in self.reward_fn(self.validation, [t for _, t, _ in sampled])])
         return {"validation/reward": round(float(scores.mean()), 6), "validation/kl": round(float(kl.mean()), 6),
                 "validation/response_length": round(float(mask.sum(dim=1).mean()), 2),
