@@ -121,6 +121,8 @@ def data_table(run: TrainingRun) -> list[dict]:
         values = [stats[s].get(key) for s in splits]
         if key == "pairs" and run.kind == TrainingRun.Kind.SFT and not any(values):
             continue
+        if all(v is None for v in values):  # a figure this kind does not have (PPO has no pairs)
+            continue
         rows.append({"label": label, "values": values, "warn": key.startswith(("truncated", "identical", "skipped"))
                      and any(values)})
     return [{"splits": splits}, *rows]

@@ -169,6 +169,7 @@ def test_a_ppo_run_learns_from_the_reward_model_and_registers_a_policy(marker, t
     client.force_login(admin)
     html = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert 'data-plot="kl"' in html and 'data-plot="reward"' in html and "Answers of the latest rollout" in html
+    assert "Ranked pairs" not in html  # the data table shows only what a PPO run has
     assert f"Win rate over {tiny_model.name}" in html
 
 
