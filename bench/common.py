@@ -181,3 +181,14 @@ def device_and_base(args):
     transformers.logging.set_verbosity_error()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return device, Path(args.model) if args.model else default_model_convert(Path(settings.MODEL_DIR))
+
+
+def emit_summary(summary: dict, json_path: str = "") -> None:
+    """Print a benchmark's figures as its last line (one JSON object), and write them to
+    `json_path` too when given."""
+    import json
+
+    line = json.dumps(summary, default=str)
+    if json_path:
+        Path(json_path).write_text(line + "\n")
+    print(line)

@@ -90,7 +90,6 @@ The last line printed is a JSON object with every figure (--json PATH also write
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -109,7 +108,7 @@ IMPORT_FORMAT = "fgrlhf"
 REWARD_NORMALIZE_ANSWERS = 64  # the quick reward model's offset: from this many best answers
 
 
-from bench.common import (TrainSpan, device_and_base, free_memory, import_and_snapshot,  # noqa: E402
+from bench.common import (TrainSpan, device_and_base, emit_summary, free_memory, import_and_snapshot,  # noqa: E402
                           require_trl, scratch_dir, setup_django, sync)
 
 
@@ -587,7 +586,8 @@ def main() -> None:
         if not args.skip_trl:
             print(f"training: TRL RLOOTrainer (k={args.trl_generations}) ...", flush=True)
             results["trl"] = run_trl(base=base, prompts=prompts, ppo_config=cfg, steps=results["ours"]["steps"],
-                                     epoch_steps=rollouts_per_epoch * steps_per_rollout, generations=args.trl_generations, reward_model=reward_model, device=device,
+                                     epoch_steps=rollouts_per_epoch * steps_per_rollout, generations=args.trl_generations,
+                                     reward_model=reward_model, device=device,
                                      precision=precision, work=work)
             print(f"  {results['trl']['steps']} steps {results['trl']['steps_seconds']:.1f} s", flush=True)
         load_after = os.getloadavg()
@@ -656,10 +656,7 @@ def main() -> None:
             "load_average": {"before_training": load_before, "after_training": load_after, "cpus": os.cpu_count()},
             "variants": results, "ratios": ratios,
         }
-        line = json.dumps(summary, default=str)
-        if args.json:
-            Path(args.json).write_text(line + "\n")
-        print(line)
+        emit_summary(summary, args.json)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

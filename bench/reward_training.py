@@ -42,7 +42,6 @@ The last line printed is a JSON object with every figure (--json PATH also write
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -59,7 +58,7 @@ DATA_FILE = ROOT.parent / "shared" / "data" / "fgrlhf_qa_dev_feedback.json"
 IMPORT_FORMAT = "fgrlhf"
 
 
-from bench.common import (TrainSpan, config_from_args, device_and_base, free_memory,  # noqa: E402
+from bench.common import (TrainSpan, config_from_args, device_and_base, emit_summary, free_memory,  # noqa: E402
                           import_and_snapshot, preference_items_taken, require_trl, scratch_dir, setup_django,
                           sync)
 
@@ -526,10 +525,7 @@ def main() -> None:
             "variants": {k: {kk: vv for kk, vv in v.items() if kk != "model_dir"} for k, v in results.items()},
             "ratios": ratios,
         }
-        line = json.dumps(summary, default=str)
-        if args.json:
-            Path(args.json).write_text(line + "\n")
-        print(line)
+        emit_summary(summary, args.json)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -35,7 +35,6 @@ The last line printed is a JSON object with every figure (--json PATH also write
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -56,7 +55,7 @@ DATASETS = {  # --dataset: (file, import format)
 IGNORE_INDEX = -100
 
 
-from bench.common import (TrainSpan, config_from_args, device_and_base, free_memory,  # noqa: E402
+from bench.common import (TrainSpan, config_from_args, device_and_base, emit_summary, free_memory,  # noqa: E402
                           import_and_snapshot, scratch_dir, setup_django, sync)
 
 
@@ -380,10 +379,7 @@ def main() -> None:
             "sides": {"ours": {k: v for k, v in ours.items() if k != "model_dir"}, "plain": plain},
             "ratios": ratios,
         }
-        line = json.dumps(summary, default=str)
-        if args.json:
-            Path(args.json).write_text(line + "\n")
-        print(line)
+        emit_summary(summary, args.json)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
