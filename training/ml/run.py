@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from training.ml import data as D
-from training.ml.config import BestOfNConfig, PPOConfig, PreferenceConfig, RewardConfig, SFTConfig, TrainConfig, config_from_dict
+from training.ml.config import (BestOfNConfig, PPOConfig, PreferenceConfig, RewardConfig, SFTConfig, TrainConfig,
+                                config_from_dict)
 from training.ml.models import (
     add_lora,
     freeze_lower_layers,
