@@ -156,30 +156,45 @@ def _best_of_n_prompts(config, rows, tokenizer):
                                  "held_out": True}
 
 
-def _reward_fn(spec: RunSpec, *, device, max_length: int, max_response_tokens: int, kind: str):
-    """score(prompts, answer texts) by the run's reward model (loaded once)."""
-    from training.ml.models import load_reward_model_for_scoring
+class _Judge:
+    """The run's reward model, loaded on first use and then shared: PPO and best-of-n learn from
+    its scores and the win rate is judged by it, one copy in memory for both."""
+
+    def __init__(self, spec: RunSpec, device):
+        self.spec, self.device, self._loaded = spec, device, None
+
+    def load(self, kind: str):
+        """(model, tokenizer); TrainingDataError when the run was given no reward model."""
+        from training.ml.models import load_reward_model_for_scoring
+
+        if self._loaded is None:
+            if not self.spec.reward_model_path:
+                raise TrainingDataError(f"A {kind} run needs a reward model to learn from: pick one (reward_model).")
+            adapter_of = self.spec.reward_model_adapter_of
+            model, tokenizer = load_reward_model_for_scoring(Path(self.spec.reward_model_path),
+                                                             adapter_of=Path(adapter_of) if adapter_of else None)
+            self._loaded = (model.to(self.device), tokenizer)
+        return self._loaded
+
+
+def _reward_fn(judge: _Judge, *, max_length: int, max_response_tokens: int, kind: str):
+    """score(prompts, answer texts) by the run's reward model."""
     from training.ml.winrate import reward_scores
 
-    if not spec.reward_model_path:
-        raise TrainingDataError(f"A {kind} run needs a reward model to learn from: pick one (reward_model).")
-    judge, judge_tokenizer = load_reward_model_for_scoring(
-        Path(spec.reward_model_path),
-        adapter_of=Path(spec.reward_model_adapter_of) if spec.reward_model_adapter_of else None)
-    judge.to(device)
+    model, tokenizer = judge.load(kind)
 
     def score(prompts, texts):
-        return reward_scores(judge, judge_tokenizer, prompts, texts, max_length=max_length,
+        return reward_scores(model, tokenizer, prompts, texts, max_length=max_length,
                              max_response_tokens=max_response_tokens)
 
     return score
 
 
-def _best_of_n_examples(model, spec: RunSpec, config, tokenizer, prompts, *, device, hooks: Hooks):
+def _best_of_n_examples(model, spec: RunSpec, config, tokenizer, prompts, *, judge: _Judge, hooks: Hooks):
     """(the kept answers as SFT examples, the run page's summary of them)."""
     from training.ml.best_of_n import SAMPLES_FILE, best_examples, sample_candidates, summary
 
-    score = _reward_fn(spec, device=device, max_length=config.max_length, max_response_tokens=config.max_new_tokens + 1,
+    score = _reward_fn(judge, max_length=config.max_length, max_response_tokens=config.max_new_tokens + 1,
                        kind="best-of-n")
     candidates = sample_candidates(model, tokenizer, prompts, config, score=score,
                                    cache=Path(spec.checkpoint_dir) / SAMPLES_FILE,
@@ -190,7 +205,7 @@ def _best_of_n_examples(model, spec: RunSpec, config, tokenizer, prompts, *, dev
 BEST_OF_N_SHOWN = 200  # kept answers listed on the run page
 
 
-def _ppo_task(model, spec: RunSpec, config, rows, tokenizer, train, validation, *, device, precision):
+def _ppo_task(model, config, rows, tokenizer, train, validation, *, judge: _Judge, device, precision):
     """The PPO task: its reward model (required), its frozen reference (the starting model; with
     LoRA the same weights with the adapter switched off, so no second copy sits in memory), its
     value head and, for PPO-ptx, the snapshot's demonstrations."""
@@ -198,8 +213,8 @@ def _ppo_task(model, spec: RunSpec, config, rows, tokenizer, train, validation, 
 
     from training.ml.ppo import PPOTask, attach_value_head
 
-    reward_fn = _reward_fn(spec, device=device, max_length=config.reward_max_length,
-                           max_response_tokens=config.max_new_tokens + 1, kind="PPO")
+    reward_fn = _reward_fn(judge, max_length=config.reward_max_length, max_response_tokens=config.max_new_tokens + 1,
+                           kind="PPO")
 
     if config.lora:
         def reference_fn(prompts, answers):
@@ -306,12 +321,11 @@ def _dpo_references(model, train_groups, validation, *, config, checkpoint_dir: 
     return out[0], out[1]
 
 
-def _win_rate(policy, spec: RunSpec, config, rows, tokenizer, *, base: Path, adapter_of: Path | None,
+def _win_rate(policy, config, rows, tokenizer, *, judge: _Judge, base: Path, adapter_of: Path | None,
               hooks: Hooks) -> dict:
     """The trained policy against the model it started from (loaded again: with LoRA the
     adapter's own base would do, but a second copy of a 135M model is cheap and the code is
     one), judged by the run's reward model on held-out prompts (training.ml.winrate)."""
-    from training.ml.models import load_reward_model_for_scoring
     from training.ml.winrate import policy_prompts, policy_win_rate
 
     device = next(policy.parameters()).device
@@ -329,10 +343,7 @@ def _win_rate(policy, spec: RunSpec, config, rows, tokenizer, *, base: Path, ada
     if not prompts:
         return {"prompts": 0, "note": "no held-out prompts to sample"}
     reference = load_causal_lm_for_training(base, adapter_of=adapter_of).to(device)
-    reward_model, reward_tokenizer = load_reward_model_for_scoring(
-        Path(spec.reward_model_path),
-        adapter_of=Path(spec.reward_model_adapter_of) if spec.reward_model_adapter_of else None)
-    reward_model.to(device)
+    reward_model, reward_tokenizer = judge.load("policy")
     hooks.progress(0, 0)
     try:
         return policy_win_rate(policy, reference, tokenizer, reward_model, reward_tokenizer, prompts, seed=config.seed,
@@ -340,7 +351,7 @@ def _win_rate(policy, spec: RunSpec, config, rows, tokenizer, *, base: Path, ada
                                reward_max_response_tokens=max(reward_answer, config.win_rate_max_new_tokens + 1),
                                heartbeat=lambda: hooks.progress(0, 0))
     finally:
-        del reference, reward_model
+        del reference
 
 
 def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Hooks | None = None,
@@ -381,17 +392,18 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     data_stats["trained_layers"] = trained_layers if trained_layers > 0 else "all"
     model.to(device)
     pad_id = tokenizer.pad_token_id
+    judge = _Judge(spec, device)
     if spec.kind == "reward":
         task = RewardTask(train=train_examples, validation=validation, config=config, pad_id=pad_id, device=device,
                           precision=precision)
     elif spec.kind == "best_of_n":
         kept, data_stats["best_of_n"] = _best_of_n_examples(model, spec, config, tokenizer, train_examples,
-                                                            device=device, hooks=hooks)
+                                                            judge=judge, hooks=hooks)
         data_stats["train"].update(examples=len(kept))
         task = SFTTask(train=kept, validation=validation, config=config, pad_id=pad_id, device=device,
                        precision=precision)
     elif spec.kind == "ppo":
-        task = _ppo_task(model, spec, config, rows, tokenizer, train_examples, validation, device=device,
+        task = _ppo_task(model, config, rows, tokenizer, train_examples, validation, judge=judge, device=device,
                          precision=precision)
     elif spec.kind == "dpo":
         train_reference, validation_reference = _dpo_references(
@@ -431,7 +443,7 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
 
         detach_value_head(model)  # the policy is saved (and judged) as a plain causal LM
     if is_main and spec.kind in POLICY_KINDS and spec.reward_model_path and config.win_rate_prompts:
-        win_rate = _win_rate(model, spec, config, rows, tokenizer, base=base, adapter_of=adapter_of, hooks=hooks)
+        win_rate = _win_rate(model, config, rows, tokenizer, judge=judge, base=base, adapter_of=adapter_of, hooks=hooks)
     if is_main:  # the others hold the same weights (the trainer's replica_difference says how close)
         save_trained(model, tokenizer, Path(spec.output_dir),
                      reward_offset=(offset or {}).get("mean", 0.0) if spec.kind == "reward" else None)
