@@ -312,7 +312,7 @@ def run_trl(*, base: Path, groups, dpo_config, steps: int, device, precision: st
     model.config.pad_token_id = tokenizer.pad_token_id
     start_fingerprint = fingerprint(model)
     # The same trainable weights as ours (train_layers "auto" freezes the lower layers on a CPU).
-    trained_layers = freeze_lower_layers(model, resolve_train_layers(cfg.train_layers, device=device, lora=cfg.lora))
+    trained_layers = freeze_lower_layers(model, resolve_train_layers(cfg.train_layers, device=device, adapter=cfg.adapter))
     saving = {"save_strategy": "steps", "save_steps": cfg.checkpoint_every, "save_total_limit": cfg.keep_checkpoints}
     # TRL's default is activation (gradient) checkpointing on; ours keeps activations, so it is off.
     fields = TRLDPOConfig.__dataclass_fields__
@@ -549,7 +549,7 @@ def main() -> None:
         work = scratch / "runs"
         start = load_causal_lm_for_training(base)
         start_fingerprint = fingerprint(start)
-        freeze_lower_layers(start, resolve_train_layers(cfg.train_layers, device=device, lora=cfg.lora))
+        freeze_lower_layers(start, resolve_train_layers(cfg.train_layers, device=device, adapter=cfg.adapter))
         t0 = time.perf_counter()
         warm_up(start, groups, pad_id=pad_id, device=device)
         print(f"warm-up (untimed): {time.perf_counter() - t0:.1f} s", flush=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from training.ml.models import merged_adapter  # a LoRA adapter merged; a soft prompt kept as peft applies it
+
 log = logging.getLogger(__name__)
 
 FORMAT_HF = "hf"
@@ -160,7 +162,7 @@ def load_causal_lm(path: str | Path, *, format: str = "", device: torch.device |
             tok_source = path if (path / "tokenizer_config.json").exists() else base
             tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, dtype=dtype)
-            model = PeftModel.from_pretrained(model, path, local_files_only=True).merge_and_unload()
+            model = merged_adapter(PeftModel.from_pretrained(model, path, local_files_only=True))
         else:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
@@ -231,7 +233,7 @@ def load_reward_model(path: str | Path, *, format: str = "", device: torch.devic
             base = Path(base_path or read_adapter_base(path))
             model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, local_files_only=True,
                                                                        dtype=dtype)
-            model = PeftModel.from_pretrained(model, path, local_files_only=True).merge_and_unload()
+            model = merged_adapter(PeftModel.from_pretrained(model, path, local_files_only=True))
         elif format == FORMAT_HF:
             model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=dtype)
         else:

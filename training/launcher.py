@@ -147,7 +147,7 @@ def _output(spec: RunSpec, done: dict, history: list[dict]) -> RunOutput:
                            resumed_from=result["resumed_from"], final_metrics=result["final_metrics"],
                            history=history, seconds=result["seconds"], replica_difference=difference),
         data=done["data"], output_dir=Path(done["output_dir"]), metrics=done["metrics"], device=done["device"],
-        lora=done["lora"], reward_offset=done["reward_offset"], win_rate=done.get("win_rate"), seconds=done["seconds"])
+        adapter=done["adapter"], reward_offset=done["reward_offset"], win_rate=done.get("win_rate"), seconds=done["seconds"])
 
 
 def _failure(error: dict | None, returncode: int | None, output_path: Path) -> BaseException:

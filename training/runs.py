@@ -36,6 +36,7 @@ from studio.errors import PermissionDeniedError, ValidationFailed
 from studio.roles import ADMIN, has_role
 from training.ml import checkpoints as ckpt
 from training.ml.config import ConfigError, config_from_dict
+from training.ml.soft_prompt import adapter_start_problem, adapter_type
 from training.models import DatasetSnapshot, ModelEvaluation, TrainingMetric, TrainingRun
 from training.snapshots import snapshot_read_rows
 
@@ -82,16 +83,17 @@ def _check_kind(kind) -> str:
     raise ValidationFailed(message, {"kind": [message]})
 
 
-def _check_base(*, kind: str, base_model: ModelArtifact, project: Project, lora: bool) -> None:
+def _check_base(*, kind: str, base_model: ModelArtifact, project: Project, config: dict) -> None:
     if not base_model.is_generative:
         raise ValidationFailed(f"{base_model.name} is a reward model; start from a language model (the base or an "
                                "SFT model).", {"base_model": ["Not a language model."]})
     if base_model.project_id is not None and base_model.project_id != project.pk:
         raise ValidationFailed(f"{base_model.name} was trained on another project's labels; train from this "
                                "project's models or an imported one.", {"base_model": ["Another project's model."]})
-    if base_model.format == FORMAT_PEFT and kind == TrainingRun.Kind.REWARD and lora:
-        raise ValidationFailed(f"{base_model.name} is a LoRA adapter: train its reward model with lora off (the "
-                               "adapter is merged first), or from a full model.", {"config": {"lora": ["Not here."]}})
+    start = adapter_type(model_resolve_path(model=base_model)) if base_model.format == FORMAT_PEFT else ""
+    problem = adapter_start_problem(kind=kind, lora=config["lora"], soft_prompt=config["soft_prompt"], start=start)
+    if problem:
+        raise ValidationFailed(f"{base_model.name} {problem}", {"base_model": [problem]})
 
 
 # Kinds that take a reward model: PPO and best-of-n learn from it (required); DPO is judged by it
@@ -143,7 +145,7 @@ def training_run_create(*, user, kind, base_model, snapshot, config=None, reward
     if project.is_archived:
         raise ValidationFailed("The snapshot's project is archived; unarchive it to train.")
     full_config = check_run_config(kind, config)
-    _check_base(kind=kind, base_model=base_model, project=project, lora=full_config["lora"])
+    _check_base(kind=kind, base_model=base_model, project=project, config=full_config)
     if not snapshot.file_path.exists():
         raise ValidationFailed(f"The file of snapshot {snapshot.short_hash} is missing from the data directory; "
                                "make the snapshot again.", {"snapshot": ["File missing."]})
@@ -339,7 +341,7 @@ def _register(run: TrainingRun, out, output_dir: Path) -> ModelArtifact:
     if existing is not None:
         return existing
     base = run.base_model
-    adapter = out.lora
+    adapter = out.adapter
     # An adapter trained further on an adapter adapts the same weights: its parent is theirs.
     parent = base.parent if adapter and base.format == FORMAT_PEFT else base
     config = {"run": run.pk, "kind": run.kind, "training": out.config.as_dict(), "device": out.device,

@@ -183,3 +183,29 @@ def test_policy_runs_take_their_reward_model_through_the_api(client_as, marker, 
     wrong = api.post("/api/v1/training-runs/", {**body, "kind": "dpo", "reward_model": tiny_model.pk}, format="json")
     assert wrong.status_code == 400 and "not a reward model" in wrong.json()["detail"]
     assert len(published) == 2
+
+
+def test_a_soft_prompt_is_registered_as_an_adapter_and_only_soft_prompt_runs_go_on_from_it(
+        client_as, marker, tiny_model, published):
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="sft", base_model=tiny_model, snapshot=snapshot,
+                                   config={"soft_prompt": True, "soft_prompt_tokens": 4, "max_steps": 2})
+    soft = runs.training_run_execute(run_id=run.pk, worker="test:1").model
+    api = client_as(admin)
+    model = api.get(f"/api/v1/models/{soft.pk}/").json()
+    assert model["format"] == "peft" and model["parent"] == tiny_model.pk
+    assert model["config"]["training"]["soft_prompt"] is True
+    published.clear()
+    body = {"kind": "sft", "base_model": soft.pk, "snapshot": snapshot.sha256}
+    for config, kind in (({"max_steps": 2}, "sft"), ({"lora": True}, "dpo"), ({"soft_prompt": True}, "reward")):
+        refused = api.post("/api/v1/training-runs/", {**body, "kind": kind, "config": config}, format="json")
+        assert refused.status_code == 400, refused.content
+        assert "soft prompt, which cannot be merged" in refused.json()["detail"]
+        assert "base_model" in refused.json()["errors"]
+    further = api.post("/api/v1/training-runs/", {**body, "config": {"soft_prompt": True, "max_steps": 2}},
+                       format="json")
+    assert further.status_code == 202, further.content
+    both = api.post("/api/v1/training-runs/", {**body, "base_model": tiny_model.pk,
+                                               "config": {"soft_prompt": True, "lora": True}}, format="json")
+    assert both.status_code == 400 and "soft_prompt" in both.json()["detail"]
+    assert len(published) == 1

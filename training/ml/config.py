@@ -81,6 +81,15 @@ class TrainConfig:
     lora_dropout: float = 0.05
     # Which modules get adapters: "all-linear" or a list of module names ("q_proj", ...).
     lora_target_modules: str | list[str] = "all-linear"
+    # Train a soft prompt (peft prompt tuning) instead of any weight: `soft_prompt_tokens`
+    # vectors in front of every sequence, the model frozen. The smallest adapter there is (16 x
+    # 576 numbers for the default model), registered as a model whose parent is the base.
+    soft_prompt: bool = False
+    # How many virtual tokens the soft prompt has.
+    soft_prompt_tokens: int = 16
+    # The soft prompt starts as the embeddings of this text's tokens, repeated to length (empty:
+    # drawn at random, which Lester et al. found trains worse).
+    soft_prompt_init: str = "Answer the user's request helpfully, truthfully and concisely."
 
     def __post_init__(self):
         _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, "seed", "an integer from 0 to 2^63-1")
@@ -99,6 +108,12 @@ class TrainConfig:
                "train_layers", 'at least 1, "auto" or null (every layer)')
         _check(not (self.lora and isinstance(self.train_layers, int)), "train_layers",
                "not with lora (the adapter already trains a small part of every layer); set one of them")
+        _check(not (self.soft_prompt and self.lora), "soft_prompt", "not with lora; choose one of them")
+        _check(not (self.soft_prompt and isinstance(self.train_layers, int)), "train_layers",
+               "not with soft_prompt (the model's weights stay frozen); set one of them")
+        _check(1 <= self.soft_prompt_tokens <= 512, "soft_prompt_tokens", "from 1 to 512")
+        _check(isinstance(self.soft_prompt_init, str) and len(self.soft_prompt_init) <= 2000, "soft_prompt_init",
+               "a text of at most 2000 characters")
         _check(1 <= self.lora_r <= 1024, "lora_r", "from 1 to 1024")
         _check(self.lora_alpha >= 1, "lora_alpha", "at least 1")
         _check(0 <= self.lora_dropout < 1, "lora_dropout", "from 0 to 1")
@@ -106,6 +121,11 @@ class TrainConfig:
             isinstance(self.lora_target_modules, list) and self.lora_target_modules
             and all(isinstance(m, str) and m for m in self.lora_target_modules)),
             "lora_target_modules", '"all-linear" or a non-empty list of module names')
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the run trains a peft adapter (LoRA or a soft prompt) rather than weights."""
+        return self.lora or self.soft_prompt
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

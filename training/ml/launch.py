@@ -144,7 +144,7 @@ def output_as_json(out, *, processes: int) -> dict:
     """What a parent needs of a RunOutput (training.launcher rebuilds one from it)."""
     result = out.result
     return {"config": out.config.as_dict(), "data": out.data, "output_dir": str(out.output_dir),
-            "metrics": out.metrics, "lora": out.lora,
+            "metrics": out.metrics, "adapter": out.adapter,
             "device": out.device if processes == 1 else f"{out.device} x{processes} processes", "reward_offset": out.reward_offset,
             "win_rate": out.win_rate,
             "seconds": out.seconds, "processes": processes,

@@ -9,7 +9,11 @@ float rounding (a test holds them equal):
     score_sequences         each answer with its own copy of the prompt: K forwards of P + R tokens
     score_shared_prefix     the prompt once, its K answers on top of its KV cache: P + K*R tokens
 
-Pure torch + transformers (+ peft for LoRA); no Django.
+A LoRA adapter is merged into its base wherever a run does not train it further; a soft prompt
+(training.ml.soft_prompt) cannot be merged into weights and stays a peft model, which every
+forward pass here reads through `input_embeddings`.
+
+Pure torch + transformers (+ peft for LoRA and soft prompts); no Django.
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from training.ml.soft_prompt import (adapter_type, input_embeddings, trainable_again, is_soft_prompt, soft_prompt_length,
+                                     virtual_ids, with_soft_prompt)
 
 # Beside a trained reward model: {"offset": …}, subtracted from its raw scores (normalisation).
 # The model hub (modelhub.loading) reads it.
@@ -92,8 +99,13 @@ def reward_pad_token(tokenizer) -> None:
             return
 
 
-def _merged_if_adapter(model):
-    """A peft model with its adapter merged into plain weights (for training every weight)."""
+def merged_adapter(model):
+    """A peft model with its LoRA adapter merged into plain weights; a soft prompt, which has no
+    weights to merge into, stays a (frozen) peft model."""
+    if is_soft_prompt(model):
+        for param in model.parameters():
+            param.requires_grad_(False)
+        return model
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
@@ -107,8 +119,12 @@ def load_causal_lm_for_training(path: Path, *, adapter_of: Path | None = None, k
         from peft import PeftModel
 
         base = _from_pretrained(AutoModelForCausalLM, Path(adapter_of), dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(path), is_trainable=keep_adapter, local_files_only=True)
-        return model if keep_adapter else _merged_if_adapter(model)
+        soft = adapter_type(path) == "soft_prompt"
+        model = PeftModel.from_pretrained(base, str(path), is_trainable=keep_adapter and not soft,
+                                          local_files_only=True)
+        if keep_adapter:
+            return trainable_again(model) if soft else model
+        return merged_adapter(model)
     return _from_pretrained(AutoModelForCausalLM, Path(path), dtype=torch.float32)
 
 
@@ -146,7 +162,7 @@ def load_reward_model_for_scoring(path: Path, *, adapter_of: Path | None = None)
 
         base = _from_pretrained(AutoModelForSequenceClassification, Path(adapter_of), num_labels=1,
                                 dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(path), local_files_only=True).merge_and_unload()
+        model = merged_adapter(PeftModel.from_pretrained(base, str(path), local_files_only=True))
     else:
         model = _from_pretrained(AutoModelForSequenceClassification, path, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -162,11 +178,12 @@ def _init_score(model, missing: Sequence[str]) -> None:
 AUTO_CPU_TRAIN_LAYERS = 12  # see TrainConfig.train_layers
 
 
-def resolve_train_layers(value, *, device: torch.device, lora: bool) -> int | None:
+def resolve_train_layers(value, *, device: torch.device, adapter: bool) -> int | None:
     """How many top layers train: a config's int, None (all), or "auto" (all on a GPU, the top
-    AUTO_CPU_TRAIN_LAYERS on a CPU; all with LoRA, which already trains a little of each)."""
+    AUTO_CPU_TRAIN_LAYERS on a CPU; none frozen under an adapter, LoRA or a soft prompt, which
+    trains only its own weights)."""
     if value == "auto":
-        return None if lora or device.type != "cpu" else AUTO_CPU_TRAIN_LAYERS
+        return None if adapter or device.type != "cpu" else AUTO_CPU_TRAIN_LAYERS
     return value
 
 
@@ -251,14 +268,14 @@ def _pad_left(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch
 def score_sequences(model, sequences: Sequence[Sequence[int]], *, pad_id: int) -> torch.Tensor:
     """Scores (N,) of whole sequences (prompt + answer), read at each one's last token."""
     device = next(model.parameters()).device
-    ids, mask = _pad_right(sequences, pad_id, device)  # (N, T)
-    hidden = _backbone(model)(input_ids=ids, attention_mask=mask).last_hidden_state  # (N, T, H)
+    ids, mask = _pad_right(with_soft_prompt(model, sequences), pad_id, device)  # (N, T)
+    hidden = _backbone(model)(inputs_embeds=input_embeddings(model, ids), attention_mask=mask).last_hidden_state
     last = mask.sum(dim=1) - 1  # (N,)
     pooled = hidden[torch.arange(len(sequences), device=device), last]  # (N, H)
     return reward_head(model)(pooled).squeeze(-1).float()  # (N,)
 
 
-def encode_shared_prefix(backbone, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
+def encode_shared_prefix(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[Sequence[int]]], *,
                          pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The hidden states of every answer of several prompts, each prompt encoded once.
 
@@ -270,16 +287,19 @@ def encode_shared_prefix(backbone, prompts: Sequence[Sequence[int]], responses: 
     The prompts run left-padded, so each ends in the last column; their KV cache is repeated
     once per answer and the right-padded answers attend to it with positions that continue
     each prompt's own. Gradients flow through the cache into the prompt's encoding, so this
-    trains exactly what encoding each answer with its own copy of the prompt trains.
+    trains exactly what encoding each answer with its own copy of the prompt trains. A soft
+    prompt goes in front of each prompt.
     """
     from transformers import DynamicCache
 
+    backbone = _backbone(model)
     device = next(backbone.parameters()).device
-    prompt_ids, prompt_mask = _pad_left(prompts, pad_id, device)  # (B, P)
+    prompt_ids, prompt_mask = _pad_left(with_soft_prompt(model, prompts), pad_id, device)  # (B, P)
     prompt_pos = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
     cache = DynamicCache()
-    prompt_hidden = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
-                             past_key_values=cache, use_cache=True).last_hidden_state  # (B, P, H)
+    prompt_hidden = backbone(inputs_embeds=input_embeddings(model, prompt_ids), attention_mask=prompt_mask,
+                             position_ids=prompt_pos, past_key_values=cache,
+                             use_cache=True).last_hidden_state  # (B, P, H)
     owner = torch.tensor([b for b, answers in enumerate(responses) for _ in answers], dtype=torch.long,
                          device=device)  # (N,) the prompt of each answer
     cache.batch_select_indices(owner)  # (N, heads, P, d) per layer
@@ -288,8 +308,8 @@ def encode_shared_prefix(backbone, prompts: Sequence[Sequence[int]], responses: 
     mask = torch.cat([prompt_mask[owner], answer_mask], dim=1)  # (N, P + R)
     start = prompt_mask.sum(dim=1)[owner]  # (N,) each prompt's real length
     positions = start.unsqueeze(1) + torch.arange(answer_ids.shape[1], device=device).unsqueeze(0)  # (N, R)
-    hidden = backbone(input_ids=answer_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                      use_cache=True).last_hidden_state  # (N, R, H)
+    hidden = backbone(inputs_embeds=input_embeddings(model, answer_ids), attention_mask=mask, position_ids=positions,
+                      past_key_values=cache, use_cache=True).last_hidden_state  # (N, R, H)
     return prompt_hidden[owner, -1], hidden, answer_ids, answer_mask
 
 
@@ -297,7 +317,7 @@ def score_shared_prefix(model, prompts: Sequence[Sequence[int]], responses: Sequ
                         pad_id: int) -> torch.Tensor:
     """Scores (N,) of every answer of several prompts (in order), each prompt encoded once
     (encode_shared_prefix)."""
-    _, hidden, _, answer_mask = encode_shared_prefix(_backbone(model), prompts, responses, pad_id=pad_id)
+    _, hidden, _, answer_mask = encode_shared_prefix(model, prompts, responses, pad_id=pad_id)
     last = answer_mask.sum(dim=1) - 1  # (N,)
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
     return reward_head(model)(pooled).squeeze(-1).float()  # (N,)
@@ -309,6 +329,19 @@ def score_groups(model, prompts, responses, *, pad_id: int, shared_prefix: bool)
         return score_shared_prefix(model, prompts, responses, pad_id=pad_id)
     return score_sequences(model, [tuple(p) + tuple(a) for p, group in zip(prompts, responses) for a in group],
                            pad_id=pad_id)
+
+
+def causal_lm_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) next-token logits of right-padded rows under a causal LM; a soft prompt goes in
+    front and its own positions' logits are left out, so position t still predicts token t + 1."""
+    n = soft_prompt_length(model)
+    if not n:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+    rows = input_ids.shape[0]
+    prefix = torch.tensor(virtual_ids(n), dtype=input_ids.dtype, device=input_ids.device).expand(rows, n)
+    ids = torch.cat([prefix, input_ids], dim=1)
+    mask = torch.cat([torch.ones_like(prefix), attention_mask], dim=1)
+    return _unwrap(model)(inputs_embeds=input_embeddings(model, ids), attention_mask=mask).logits[:, n:]
 
 
 # --- Answer log-probabilities (DPO, PPO) ---------------------------------------------------
@@ -344,13 +377,12 @@ def answer_token_outputs(model, prompts: Sequence[Sequence[int]], responses: Seq
     backbone, lm_head = _backbone(model), base.get_output_embeddings()
     device = next(model.parameters()).device
     if shared_prefix:
-        prompt_last, hidden, answer_ids, answer_mask = encode_shared_prefix(backbone, prompts, responses,
-                                                                            pad_id=pad_id)
+        prompt_last, hidden, answer_ids, answer_mask = encode_shared_prefix(model, prompts, responses, pad_id=pad_id)
         before = torch.cat([prompt_last.unsqueeze(1), hidden[:, :-1]], dim=1)  # (N, R, H)
     else:
-        pairs = [(tuple(p), tuple(a)) for p, group in zip(prompts, responses) for a in group]
+        pairs = [(p, tuple(a)) for p, group in zip(with_soft_prompt(model, prompts), responses) for a in group]
         ids, mask = _pad_right([p + a for p, a in pairs], pad_id, device)  # (N, T)
-        hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # (N, T, H)
+        hidden = backbone(inputs_embeds=input_embeddings(model, ids), attention_mask=mask).last_hidden_state
         answer_ids, answer_mask = _pad_right([a for _, a in pairs], pad_id, device)  # (N, R)
         starts = torch.tensor([len(p) for p, _ in pairs], device=device)  # (N,)
         # Answer token t sits at position start + t and is predicted by the state at start + t - 1.

@@ -35,7 +35,7 @@ import torch
 from training.ml.config import PPOConfig
 from training.ml.data import SFTExample, epoch_order, microbatches
 from training.ml.losses import causal_lm_loss_sum
-from training.ml.models import answer_token_outputs, autocast
+from training.ml.models import answer_token_outputs, autocast, causal_lm_logits
 from training.ml.ppo_losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -313,7 +313,7 @@ class PPOTask:
         total_targets = sum(target_tokens(e) for e in drawn)
         batch = sft_batch(mine, pad_id=self.pad_id, device=self.device)
         with autocast(self.device, self.precision):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = causal_lm_logits(model, batch["input_ids"], batch["attention_mask"])
         loss_sum, count = causal_lm_loss_sum(logits, batch["labels"])
         backward(c.ptx_coef * loss_sum / max(total_targets, 1))
         return {"ptx_loss_sum": float(loss_sum.detach()), "ptx_loss_count": count}

@@ -39,6 +39,7 @@ from training.ml.models import (
     reward_pad_token,
     save_trained,
 )
+from training.ml.soft_prompt import adapter_start_problem, adapter_type, add_soft_prompt
 from training.ml.trainer import Hooks, TrainResult, train
 
 
@@ -49,11 +50,11 @@ class TrainingDataError(ValueError):
 @dataclass
 class RunSpec:
     kind: str  # "sft" | "reward" | "dpo" | "ppo" | "best_of_n"
-    base_path: str  # the base model's directory (or GGUF file), or its LoRA adapter's directory
+    base_path: str  # the base model's directory (or GGUF file), or its adapter's directory
     config: dict  # the run's config as JSON (validated here)
     output_dir: str  # where the trained model (or adapter) is saved
     checkpoint_dir: str  # where checkpoints go (and are resumed from)
-    base_adapter_of: str | None = None  # when base_path is a LoRA adapter: the directory of its base
+    base_adapter_of: str | None = None  # when base_path is an adapter: the directory of its base
     # A policy's judge (DPO: optional, for the win-rate evaluation): the reward model's directory,
     # and its base's when it is a LoRA adapter.
     reward_model_path: str | None = None
@@ -68,7 +69,7 @@ class RunOutput:
     output_dir: Path
     metrics: dict  # the final metrics the model is registered with
     device: str
-    lora: bool
+    adapter: bool  # the output is a peft adapter (LoRA or a soft prompt) on the run's base
     reward_offset: dict | None = None  # {"mean", "std", "answers"} for reward models
     win_rate: dict | None = None  # a policy's win rate over its starting model (training.ml.winrate)
     seconds: dict = field(default_factory=dict)  # {"prepare", "train", "save"}
@@ -205,10 +206,13 @@ def _best_of_n_examples(model, spec: RunSpec, config, tokenizer, prompts, *, jud
 BEST_OF_N_SHOWN = 200  # kept answers listed on the run page
 
 
-def _ppo_task(model, config, rows, tokenizer, train, validation, *, judge: _Judge, device, precision):
+def _ppo_task(model, config, rows, tokenizer, train, validation, *, judge: _Judge, device, precision,
+              new_lora: bool):
     """The PPO task: its reward model (required), its frozen reference (the starting model; with
-    LoRA the same weights with the adapter switched off, so no second copy sits in memory), its
-    value head and, for PPO-ptx, the snapshot's demonstrations."""
+    a LoRA adapter new in this run, the same weights with the adapter switched off, so no second
+    copy sits in memory; an adapter trained further, or a soft prompt, which starts away from
+    the model without it, is copied as it starts), its value head and, for PPO-ptx, the
+    snapshot's demonstrations."""
     import copy
 
     from training.ml.ppo import PPOTask, attach_value_head
@@ -216,7 +220,7 @@ def _ppo_task(model, config, rows, tokenizer, train, validation, *, judge: _Judg
     reward_fn = _reward_fn(judge, max_length=config.reward_max_length, max_response_tokens=config.max_new_tokens + 1,
                            kind="PPO")
 
-    if config.lora:
+    if new_lora:
         def reference_fn(prompts, answers):
             with torch.no_grad(), model.disable_adapter():
                 return _padded_logprobs(model, prompts, answers, tokenizer.pad_token_id)
@@ -371,6 +375,10 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     base = Path(spec.base_path)
     adapter_of = Path(spec.base_adapter_of) if spec.base_adapter_of else None
     tokenizer = load_tokenizer(_tokenizer_source(base, adapter_of))
+    start = adapter_type(base) if adapter_of is not None else ""
+    problem = adapter_start_problem(kind=spec.kind, lora=config.lora, soft_prompt=config.soft_prompt, start=start)
+    if problem:
+        raise TrainingDataError(f"The starting model {problem}")
     if spec.kind == "reward":
         reward_pad_token(tokenizer)
     hooks.progress(0, 0)
@@ -380,14 +388,19 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     if spec.kind == "reward":
         model = load_reward_model_for_training(base, tokenizer=tokenizer, adapter_of=adapter_of, seed=config.seed)
     else:
-        # A LoRA run on a LoRA model trains the same adapter further (unmerged); a full run merges it.
-        model = load_causal_lm_for_training(base, adapter_of=adapter_of, keep_adapter=config.lora)
+        # A LoRA run on a LoRA model trains the same adapter further (unmerged), a soft-prompt run
+        # on a soft prompt the same prompt; a full run merges a LoRA adapter.
+        model = load_causal_lm_for_training(base, adapter_of=adapter_of, keep_adapter=config.adapter)
         model.config.pad_token_id = tokenizer.pad_token_id
-    if config.lora and not hasattr(model, "peft_config"):
+    new_lora = config.lora and not hasattr(model, "peft_config")
+    if new_lora:
         torch.manual_seed(config.seed)
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                          target_modules=config.lora_target_modules, task=spec.kind)
-    train_layers = resolve_train_layers(config.train_layers, device=device, lora=config.lora)
+    elif config.soft_prompt and not hasattr(model, "peft_config"):
+        model = add_soft_prompt(model, tokens=config.soft_prompt_tokens, init_text=config.soft_prompt_init,
+                                tokenizer=tokenizer, task=spec.kind, seed=config.seed)
+    train_layers = resolve_train_layers(config.train_layers, device=device, adapter=config.adapter)
     trained_layers = freeze_lower_layers(model, train_layers)
     data_stats["trained_layers"] = trained_layers if trained_layers > 0 else "all"
     model.to(device)
@@ -404,7 +417,7 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
                        precision=precision)
     elif spec.kind == "ppo":
         task = _ppo_task(model, config, rows, tokenizer, train_examples, validation, judge=judge, device=device,
-                         precision=precision)
+                         precision=precision, new_lora=new_lora)
     elif spec.kind == "dpo":
         train_reference, validation_reference = _dpo_references(
             model, train_examples, validation, config=config, checkpoint_dir=Path(spec.checkpoint_dir),
@@ -457,5 +470,5 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
     if win_rate:
         metrics.update({f"win_rate/{k}": v for k, v in win_rate.items() if k not in ("examples", "sampling")})
     return RunOutput(config=config, result=result, data=data_stats, output_dir=Path(spec.output_dir), metrics=metrics,
-                     device=f"{device} ({precision})", lora=config.lora, reward_offset=offset, win_rate=win_rate,
+                     device=f"{device} ({precision})", adapter=config.adapter, reward_offset=offset, win_rate=win_rate,
                      seconds={"prepare": round(t1 - t0, 2), "train": round(t2 - t1, 2), "save": round(t3 - t2, 2)})

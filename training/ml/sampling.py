@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from training.ml import prompting
+from training.ml.soft_prompt import input_embeddings, is_soft_prompt, with_soft_prompt
 
 # The prompt templates live with the one prompt renderer (training.ml.prompting).
 PROMPT_TEMPLATES = prompting.PROMPT_TEMPLATES
@@ -228,7 +229,8 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
     one forward for the rows still active; a row that hits a stop token or its token budget is
     removed from the batch and its cache rows dropped, so finished rows cost nothing.
     `on_step(tokens_this_step)` is called after every step; returning True aborts the batch
-    (raises GenerationAborted).
+    (raises GenerationAborted). A model with a soft prompt (a peft prompt-tuning adapter) decodes
+    with it in front of every row (training.ml.soft_prompt).
     """
     from transformers import DynamicCache
 
@@ -236,7 +238,15 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     n = len(requests)
-    input_ids, mask = _left_pad([r.input_ids for r in requests], pad_id, device)  # (B, T)
+    soft = is_soft_prompt(model)
+    lm = model.get_base_model() if soft else model  # the transformer under peft's wrapper
+
+    def forward(ids, **kwargs):
+        if soft:
+            return lm(inputs_embeds=input_embeddings(model, ids), **kwargs)
+        return lm(input_ids=ids, **kwargs)
+
+    input_ids, mask = _left_pad(with_soft_prompt(model, [r.input_ids for r in requests]), pad_id, device)  # (B, T)
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
     temperature = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=device)
     top_p = torch.tensor([r.top_p for r in requests], dtype=torch.float32, device=device)
@@ -248,8 +258,8 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
     reasons = ["length"] * n
     active = torch.arange(n)  # (A,) indices into requests of the rows still decoding
     cache = DynamicCache()
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)
+    out = forward(input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True,
+                  logits_to_keep=1)
     next_pos = position_ids[:, -1] + 1  # (A,)
     steps = 0
     while True:
@@ -289,8 +299,8 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
                 _cache_trim_left(cache, leading)
                 mask = mask[:, leading:]
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
-        out = model(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=next_pos.unsqueeze(1),
-                    past_key_values=cache, use_cache=True)
+        out = forward(tokens.unsqueeze(1), attention_mask=mask, position_ids=next_pos.unsqueeze(1),
+                      past_key_values=cache, use_cache=True)
         next_pos = next_pos + 1
     stats = BatchStats(
         rows=n,

@@ -11,7 +11,7 @@ import torch
 from training.ml.config import SFTConfig
 from training.ml.data import SFTExample, microbatches, step_plan
 from training.ml.losses import IGNORE_INDEX, causal_lm_loss_sum
-from training.ml.models import autocast
+from training.ml.models import autocast, causal_lm_logits
 
 
 def sft_batch(examples: Sequence[SFTExample], *, pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -51,7 +51,7 @@ class SFTTask:
     def _loss_sum(self, model, examples: Sequence[SFTExample]) -> tuple[torch.Tensor, int]:
         batch = sft_batch(examples, pad_id=self.pad_id, device=self.device)
         with autocast(self.device, self.precision):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = causal_lm_logits(model, batch["input_ids"], batch["attention_mask"])
         return causal_lm_loss_sum(logits, batch["labels"])
 
     def step(self, model, items: list[int], *, global_items: list[int], backward: Callable[[torch.Tensor], None],

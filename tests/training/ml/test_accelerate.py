@@ -119,12 +119,19 @@ def max_weight_difference(a: Path, b: Path) -> float:
     return max((wa[k] - wb[k]).abs().max().item() for k in wa)
 
 
+# Two processes add a step's gradients in another order than one process does, and those float
+# differences grow as training goes on: by step 10 of the reward run a gradient norm differed by
+# 1.5e-4 (relative) on one of this workplace's CPUs and less on another. A real fault (a share
+# counted twice or lost, a wrong divisor) moves these figures by whole percents.
+STEP_TOLERANCE = 1e-3
+
+
 def assert_steps_match(records: list[dict], reference: list[dict]) -> None:
     by_step = {r["step"]: r for r in reference}
     for record in records:
         expected = by_step[record["step"]]
         for key in ("loss", "grad_norm", "lr"):
-            assert record[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-5), (record["step"], key)
+            assert record[key] == pytest.approx(expected[key], rel=STEP_TOLERANCE, abs=1e-5), (record["step"], key)
 
 
 def assert_metrics_match(metrics: dict, reference: dict) -> None:

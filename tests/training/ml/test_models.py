@@ -62,11 +62,11 @@ def test_precision_auto_is_fp32_on_a_cpu():
 
 def test_train_layers_auto_trains_the_top_12_on_a_cpu_and_everything_on_a_gpu():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert M.resolve_train_layers("auto", device=cpu, lora=False) == 12
-    assert M.resolve_train_layers("auto", device=gpu, lora=False) is None
-    assert M.resolve_train_layers("auto", device=cpu, lora=True) is None  # LoRA trains a little of every layer
-    assert M.resolve_train_layers(4, device=gpu, lora=False) == 4
-    assert M.resolve_train_layers(None, device=cpu, lora=False) is None
+    assert M.resolve_train_layers("auto", device=cpu, adapter=False) == 12
+    assert M.resolve_train_layers("auto", device=gpu, adapter=False) is None
+    assert M.resolve_train_layers("auto", device=cpu, adapter=True) is None  # an adapter trains a little of every layer
+    assert M.resolve_train_layers(4, device=gpu, adapter=False) == 4
+    assert M.resolve_train_layers(None, device=cpu, adapter=False) is None
 
 
 @pytest.fixture(scope="module")

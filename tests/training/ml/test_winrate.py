@@ -52,7 +52,7 @@ def test_a_ppo_run_with_lora_trains_an_adapter_against_the_base_with_it_switched
     out = run_training(RunSpec(kind="ppo", base_path=str(tiny_model_dir), config=config, output_dir=str(tmp_path / "m"),
                                checkpoint_dir=str(tmp_path / "c"), reward_model_path=str(marker_reward_model)),
                        lambda: iter(rows), hooks=Hooks(log=logged.append))
-    assert out.lora and (out.output_dir / "adapter_config.json").exists()
+    assert out.adapter and (out.output_dir / "adapter_config.json").exists()
     assert not any(p.name == "model.safetensors" for p in out.output_dir.iterdir())  # the adapter only
     rollouts = [r for r in logged if "kl" in r]
     assert len(rollouts) == 2 and rollouts[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # adapter starts as a no-op
