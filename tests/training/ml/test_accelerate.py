@@ -56,13 +56,13 @@ def snapshot_file(tmp_path_factory):
     return path
 
 
-def run_spec(folder: Path, kind: str, base, reward_model=None) -> RunSpec:
-    return RunSpec(kind=kind, base_path=str(base), config=CONFIGS[kind], output_dir=str(folder / "model"),
+def run_spec(folder: Path, kind: str, base, reward_model=None, config=None) -> RunSpec:
+    return RunSpec(kind=kind, base_path=str(base), config=config or CONFIGS[kind], output_dir=str(folder / "model"),
                    checkpoint_dir=str(folder / "checkpoints"),
                    reward_model_path=str(reward_model) if reward_model else None)
 
 
-def one_process(folder: Path, kind: str, base, snapshot_file, reward_model=None):
+def one_process(folder: Path, kind: str, base, snapshot_file, reward_model=None, config=None):
     """The reference: run_training in this process, one thread (as each launched process has)."""
     from training.ml.launch import read_rows
 
@@ -70,7 +70,7 @@ def one_process(folder: Path, kind: str, base, snapshot_file, reward_model=None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        out = run_training(run_spec(folder, kind, base, reward_model), read_rows(snapshot_file),
+        out = run_training(run_spec(folder, kind, base, reward_model, config), read_rows(snapshot_file),
                            hooks=Hooks(log=logged.append))
     finally:
         torch.set_num_threads(threads)
@@ -164,6 +164,21 @@ def test_sft_on_two_processes_ends_where_one_process_ends(tmp_path, tiny_model_d
     assert_metrics_match(out["metrics"], one.metrics)  # train/loss, validation/loss, perplexity
     difference = max_weight_difference(one.output_dir, Path(out["output_dir"]))
     print(f"sft: max weight difference, 1 vs 2 processes: {difference:.3g}")
+    assert difference < WEIGHT_TOLERANCE
+
+
+def test_a_soft_prompt_on_two_processes_ends_where_one_process_ends(tmp_path, tiny_model_dir, snapshot_file):
+    config = {**CONFIGS["sft"], "soft_prompt": True, "soft_prompt_tokens": 4, "learning_rate": 3e-2, "epochs": 1}
+    one, one_logged = one_process(tmp_path / "one", "sft", tiny_model_dir, snapshot_file, config=config)
+    code, events, output = launch(tmp_path / "two", run_spec(tmp_path / "two", "sft", tiny_model_dir, config=config),
+                                  snapshot_file)
+    assert code == 0, output[-3000:]
+    records = [e["record"] for e in of(events, "log")]
+    assert [r["step"] for r in records] == list(range(1, STEPS // 2 + 1))
+    assert_steps_match(records, one_logged)
+    (done,) = of(events, "done")
+    assert done["output"]["adapter"] and done["output"]["result"]["replica_difference"] == 0.0
+    difference = max_weight_difference(one.output_dir, Path(done["output"]["output_dir"]))  # the prompt's vectors
     assert difference < WEIGHT_TOLERANCE
 
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from modelhub.loading import load_causal_lm
-from training.ml.models import (answer_logprobs, causal_lm_logits, load_causal_lm_for_training, load_tokenizer,
+from training.ml.models import (answer_logprobs, causal_lm_logits, load_causal_lm_for_training,
                                 score_groups)
 from training.ml.run import RunSpec, TrainingDataError, run_training
 from training.ml.sampling import SampleRequest, sample_batch
