@@ -338,3 +338,28 @@ def test_recover_requeues_orphaned_and_queued_jobs_only(admin_user, gen_project,
     alive.refresh_from_db()
     assert (mine.status, mine.worker, mine.heartbeat_at) == (Status.RUNNING, "", None)
     assert alive.worker == "celery@b:12"
+
+
+def test_a_generation_job_samples_from_a_soft_prompt_adapter(admin_user, gen_project, prompts, tiny_model,
+                                                             tiny_model_dir, published, tmp_path):
+    """A soft prompt (peft prompt tuning) cannot be merged into its base: the job loads it as a
+    peft model and the sampler puts the prompt in front of every row (training.ml.soft_prompt)."""
+    import torch
+
+    from training.ml.models import load_causal_lm_for_training, load_tokenizer
+    from training.ml.soft_prompt import add_soft_prompt
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    soft = add_soft_prompt(load_causal_lm_for_training(tiny_model_dir), tokens=4, init_text="", tokenizer=tokenizer,
+                           task="sft", seed=0)
+    with torch.no_grad():  # a prompt far from the words: it changes what the model writes
+        soft.prompt_encoder[soft.active_adapter].embedding.weight.mul_(5.0)
+    soft.save_pretrained(tmp_path / "soft")
+    adapter = model_register(name="tiny-soft", path=tmp_path / "soft", kind="sft", format="peft", parent=tiny_model)
+    plain = make_job(admin_user, gen_project, prompts[:2], published, k=2, seed=7)
+    prompted = make_job(admin_user, gen_project, prompts[:2], published, k=2, seed=7, model=adapter)
+    assert services.generation_job_run(job_id=plain.pk).status == Status.SUCCEEDED
+    prompted = services.generation_job_run(job_id=prompted.pk)
+    assert prompted.status == Status.SUCCEEDED, prompted.error
+    assert all(c.model == adapter and c.text for c in job_candidates(prompted))
+    assert [c.text for c in job_candidates(prompted)] != [c.text for c in job_candidates(plain)]
