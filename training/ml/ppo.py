@@ -198,9 +198,9 @@ class PPOTask:
         model.eval()
         sampled = sample_answers(model, self.tokenizer, prompts, seed=derive_seed(c.seed, "rollout", *key),
                                  max_new_tokens=c.max_new_tokens, temperature=c.temperature, on_step=self._beat)
-        # An answer that stopped at once still has its end-of-turn token; one with no token at all
-        # (a stop token that is not end-of-turn) gets the pad token, so every answer has a last
-        # token to score and to put the reward on.
+        # Every answer has a last token to score and put the reward on: its stop token when it
+        # stopped (kept as sampled: its log-probability enters the ratio and the KL), else its
+        # last sampled token. The pad token stands in only should a sampler return nothing.
         answers = [tuple(ids) if ids else (self.pad_id,) for ids, _, _ in sampled]
         prompt_ids = [p.input_ids for p in prompts]
         logprobs, values, entropy, mask = self._policy_outputs(model, prompt_ids, answers)

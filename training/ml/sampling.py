@@ -96,6 +96,7 @@ class SampleResult:
     seconds: float  # wall time of the batch this row was decoded in, shared by its rows
     prompt_tokens: int = 0
     batch_rows: int = 0  # how many rows shared its batch
+    stop_token_id: int | None = None  # the stop token the row ended with (finish_reason "stop")
 
     @property
     def tokens(self) -> int:
@@ -222,8 +223,10 @@ def _cache_trim_left(cache, columns: int) -> None:
 @torch.inference_mode()
 def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_ids: set[int],
                  config: GenerationConfig | None = None,
-                 on_step: Callable[[int], bool | None] | None = None) -> tuple[list[list[int]], list[str], BatchStats]:
-    """Decode one batch of rows with a KV cache; returns (tokens per row, finish reasons, stats).
+                 on_step: Callable[[int], bool | None] | None = None
+                 ) -> tuple[list[list[int]], list[str], list[int | None], BatchStats]:
+    """Decode one batch of rows with a KV cache; returns (tokens per row, finish reasons, the stop
+    token each row ended with or None, stats).
 
     Rows are left-padded so that every row's next token sits in the last column. Each step runs
     one forward for the rows still active; a row that hits a stop token or its token budget is
@@ -256,6 +259,7 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
 
     outputs: list[list[int]] = [[] for _ in range(n)]
     reasons = ["length"] * n
+    stopped_with: list[int | None] = [None] * n
     active = torch.arange(n)  # (A,) indices into requests of the rows still decoding
     cache = DynamicCache()
     out = forward(input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True,
@@ -274,6 +278,7 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
         for j, i in enumerate(active.tolist()):
             if is_stop[j]:
                 reasons[i] = "stop"
+                stopped_with[i] = int(tokens_cpu[j])
                 finished.append(j)
                 continue
             outputs[i].append(int(tokens_cpu[j]))
@@ -310,7 +315,7 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
         steps=steps,
         seconds=time.perf_counter() - t0,
     )
-    return outputs, reasons, stats
+    return outputs, reasons, stopped_with, stats
 
 
 def plan_batches(requests: Sequence[SampleRequest], config: GenerationConfig) -> list[list[SampleRequest]]:
@@ -348,13 +353,13 @@ def generate(model, tokenizer, requests: Sequence[SampleRequest], *, config: Gen
     stops = stop_token_ids(tokenizer, model)
     by_key: dict[Hashable, SampleResult] = {}
     for batch in plan_batches(requests, config):
-        tokens, reasons, stats = sample_batch(model, batch, pad_id=pad_id, stop_ids=stops, config=config,
-                                              on_step=on_step)
+        tokens, reasons, stopped_with, stats = sample_batch(model, batch, pad_id=pad_id, stop_ids=stops,
+                                                            config=config, on_step=on_step)
         results = [
             SampleResult(key=req.key, token_ids=toks, text=_clean(tokenizer.decode(toks, skip_special_tokens=True)),
                          finish_reason=reason, seconds=stats.seconds, prompt_tokens=len(req.input_ids),
-                         batch_rows=len(batch))
-            for req, toks, reason in zip(batch, tokens, reasons)
+                         batch_rows=len(batch), stop_token_id=stop)
+            for req, toks, reason, stop in zip(batch, tokens, reasons, stopped_with)
         ]
         for res in results:
             by_key[res.key] = res

@@ -25,7 +25,7 @@ import torch
 from training.ml.data import cap_response, fit_prompt, split_chats
 from training.ml.evaluation import accuracy_with_interval
 from training.ml.models import answer_logprobs
-from training.ml.prompting import encode_response, end_of_turn_id
+from training.ml.prompting import encode_response
 from training.ml.sampling import GenerationConfig, SampleRequest, derive_seed, generate
 
 
@@ -55,8 +55,9 @@ def sample_answers(model, tokenizer, prompts: Sequence[PolicyPrompt], *, seed: i
                    temperature: float = 1.0, top_p: float = 1.0,
                    on_step: Callable[[int], None] | None = None) -> list[tuple[list[int], str, bool]]:
     """One answer per prompt, sampled with the generation jobs' sampler, each prompt's row seeded
-    by (seed, prompt id): (token ids, with the end-of-turn token when the model stopped; text;
-    whether it stopped rather than ran out of tokens)."""
+    by (seed, prompt id): (token ids, with the stop token the model sampled when it stopped, so
+    that its log-probability is that of what was sampled; text; whether it stopped rather than
+    ran out of tokens)."""
     requests = [SampleRequest(key=p.prompt_id, input_ids=p.input_ids, temperature=temperature, top_p=top_p,
                               seed=derive_seed(seed, p.prompt_id), max_new_tokens=max_new_tokens) for p in prompts]
     device = next(model.parameters()).device
@@ -69,8 +70,7 @@ def sample_answers(model, tokenizer, prompts: Sequence[PolicyPrompt], *, seed: i
 
     with torch.no_grad():
         results = generate(model, tokenizer, requests, config=GenerationConfig.for_device(device), on_step=step)
-    end = end_of_turn_id(tokenizer)
-    return [(list(r.token_ids) + ([end] if r.finish_reason == "stop" and end is not None else []), r.text,
+    return [(list(r.token_ids) + ([r.stop_token_id] if r.stop_token_id is not None else []), r.text,
              r.finish_reason == "stop") for r in results]
 
 

@@ -177,6 +177,18 @@ def test_a_row_stops_at_its_stop_token(tiny_lm):
         handle.remove()
     assert res.finish_reason == "stop"
     assert res.tokens == 3 and eos not in res.token_ids
+    assert res.stop_token_id == eos  # which stop token ended it (PPO scores what was sampled)
+
+
+def test_a_row_reports_which_of_several_stop_tokens_ended_it(tiny_lm):
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    request = G.SampleRequest(key=0, input_ids=(5, 6, 7), temperature=0, top_p=1, seed=0, max_new_tokens=3)
+    free, _, stopped_with, _ = G.sample_batch(model, [request], pad_id=tok.pad_token_id, stop_ids=set())
+    assert stopped_with == [None] and len(free[0]) == 3
+    second = free[0][1]
+    tokens, reasons, stopped_with, _ = G.sample_batch(model, [request], pad_id=tok.pad_token_id,
+                                                      stop_ids={second, tok.eos_token_id})
+    assert tokens == [free[0][:1]] and reasons == ["stop"] and stopped_with == [second]
 
 
 def test_plan_batches_buckets_by_length_and_respects_limits(tiny_lm):

@@ -76,14 +76,14 @@ def test_batched_sampling_decodes_what_pefts_generate_decodes(tiny_model_dir, to
     prompts = [(11, 12, 13, 14, 15, 16), (21, 22), (31, 32, 33)]
     requests = [SampleRequest(key=i, input_ids=p, temperature=0, top_p=1, seed=0, max_new_tokens=8)
                 for i, p in enumerate(prompts)]
-    ours, _, _ = sample_batch(model, requests, pad_id=tokenizer.pad_token_id, stop_ids=set())
+    ours, _, _, _ = sample_batch(model, requests, pad_id=tokenizer.pad_token_id, stop_ids=set())
     for prompt, tokens in zip(prompts, ours):
         with torch.no_grad():
             theirs = model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt)),
                                     max_new_tokens=8, min_new_tokens=8, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
         assert tokens == theirs[0, -8:].tolist()
-    plain, _, _ = sample_batch(model.get_base_model(), requests, pad_id=tokenizer.pad_token_id, stop_ids=set())
+    plain, _, _, _ = sample_batch(model.get_base_model(), requests, pad_id=tokenizer.pad_token_id, stop_ids=set())
     assert plain != ours
 
 
@@ -110,7 +110,7 @@ def test_sft_trains_the_soft_prompt_alone_and_lowers_the_validation_loss(tmp_pat
     loaded = load_causal_lm(out.output_dir, format="peft", base_path=tiny_model_dir, device="cpu",
                             dtype=torch.float32)
     assert _validation_loss(loaded.model, rows, tokenizer) == pytest.approx(evaluated[-1]["validation/loss"], rel=1e-4)
-    tokens, _, _ = sample_batch(loaded.model, [SampleRequest(key=0, input_ids=(11, 12), temperature=1, top_p=1,
+    tokens, _, _, _ = sample_batch(loaded.model, [SampleRequest(key=0, input_ids=(11, 12), temperature=1, top_p=1,
                                                              seed=0, max_new_tokens=4)],
                                 pad_id=tokenizer.pad_token_id, stop_ids=set())
     assert len(tokens[0]) == 4
