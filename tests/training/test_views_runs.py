@@ -2,6 +2,7 @@
 its polled progress fragment and cancel button. Admins only; reviewers and annotators get 403."""
 from __future__ import annotations
 
+import html as html_module
 import json
 from html import escape
 
@@ -77,7 +78,7 @@ def test_the_form_offers_the_right_models_and_snapshots_and_prefills_the_default
     defaults = config_defaults("reward")
     textarea = html[html.index('name="config"'):]
     textarea = textarea[textarea.index(">") + 1:textarea.index("</textarea>")]
-    assert json.loads(textarea.replace("&quot;", '"')) == defaults
+    assert json.loads(html_module.unescape(textarea)) == defaults  # as the browser reads it
     # Every field with its default and its comment, for both kinds (one table shown per kind).
     assert "<code>prompts_per_step</code>" in html and "Prompts (each with its K ranked candidates)" in html
     assert 'data-config-help="sft"' in html and 'data-config-help="reward"' in html

@@ -179,7 +179,6 @@ class PPOTask:
         return logprobs, values, entropy, mask
 
     @torch.no_grad()
-    @torch.no_grad()
     def _reference_outputs(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> torch.Tensor:
         """(n, R) per-token log-probabilities of the answers under the reference, in the same
         token-budgeted micro-batches as the policy's (a rollout in one forward would spike memory)."""
