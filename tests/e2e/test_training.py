@@ -20,6 +20,7 @@ def trained(make_user, tiny_model, settings, tmp_path, monkeypatch):
 
     settings.DATA_DIR = tmp_path / "data"
     settings.DATA_DIR.mkdir()
+    settings.MODEL_DIR = tmp_path / "models"  # not the development model store
     monkeypatch.setattr(training_run_task, "apply_async", lambda *args, **kwargs: None)
     project, snapshot, admin = build_marker_project(make_user, prompts=12)
     run = runs.training_run_create(user=admin, kind="reward", base_model=tiny_model, snapshot=snapshot,

@@ -12,9 +12,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def data_dir(settings, tmp_path):
-    """Snapshots and export scratch files go to this test's own directory."""
+    """Snapshots, export scratch files and trained models go to this test's own directories: a
+    trained model lands in MODEL_DIR/trained/run-<id>-<kind>, and run ids restart in every test
+    database, so with the development model store a test run overwrote the models `make run`
+    and the benchmarks had trained there."""
     settings.DATA_DIR = tmp_path / "data"
     settings.DATA_DIR.mkdir()
+    settings.MODEL_DIR = tmp_path / "models"
     return settings.DATA_DIR
 
 
