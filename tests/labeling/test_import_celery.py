@@ -43,8 +43,9 @@ def test_a_killed_import_worker_resumes_after_the_last_committed_row(workers, br
     assert Prompt.objects.filter(project=project).count() == killed.counts["prompts"] == killed.rows_read
 
     second = workers("import-kill@%h", queues="default")  # same node name: it re-queues what its predecessor held
-    done = wait_for(lambda: state(run.pk).is_finished and state(run.pk), timeout=300,
-                    what="the resumed import to finish", worker=second)
+    # A finished run's upload is deleted just after its status is saved: wait for both.
+    done = wait_for(lambda: (s := state(run.pk)).is_finished and not s.path and s, timeout=300,
+                    what="the resumed import to finish and drop its upload", worker=second)
     assert done.status == "succeeded", done.error
     assert done.resumes == 1 and done.worker != killed.worker
     assert done.counts == {"rows": ROWS, "prompts": ROWS, "demonstrations": 0, "candidates": 2 * ROWS,
