@@ -24,8 +24,8 @@ from typing import Sequence
 
 import torch
 
-from training.ml.soft_prompt import (adapter_type, input_embeddings, trainable_again, is_soft_prompt, soft_prompt_length,
-                                     virtual_ids, with_soft_prompt)
+from training.ml.soft_prompt import (adapter_type, base_transformer, input_embeddings, is_soft_prompt,
+                                     soft_prompt_length, trainable_again, virtual_ids, with_soft_prompt)
 
 # Beside a trained reward model: {"offset": …}, subtracted from its raw scores (normalisation).
 # The model hub (modelhub.loading) reads it.
@@ -193,7 +193,7 @@ def freeze_lower_layers(model, train_layers: int | None) -> int:
     pass (nothing below them needs a gradient), which is where the time goes on a CPU."""
     if not train_layers:
         return -1
-    base = _unwrap(model)
+    base = base_transformer(model)
     backbone = getattr(base, base.base_model_prefix)
     layers = getattr(backbone, "layers", None)
     if layers is None:
@@ -225,14 +225,8 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, task:
 
 # --- Reward scores ----------------------------------------------------------------------------
 
-def _unwrap(model):
-    """The transformers model under DDP / peft wrappers."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def reward_head(model) -> torch.nn.Module:
-    base = _unwrap(model)
+    base = base_transformer(model)
     for name in ("score", "classifier"):
         if hasattr(base, name):
             return getattr(base, name)
@@ -240,7 +234,7 @@ def reward_head(model) -> torch.nn.Module:
 
 
 def _backbone(model) -> torch.nn.Module:
-    base = _unwrap(model)
+    base = base_transformer(model)
     return getattr(base, base.base_model_prefix)
 
 
@@ -341,7 +335,7 @@ def causal_lm_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     prefix = torch.tensor(virtual_ids(n), dtype=input_ids.dtype, device=input_ids.device).expand(rows, n)
     ids = torch.cat([prefix, input_ids], dim=1)
     mask = torch.cat([torch.ones_like(prefix), attention_mask], dim=1)
-    return _unwrap(model)(inputs_embeds=input_embeddings(model, ids), attention_mask=mask).logits[:, n:]
+    return base_transformer(model)(inputs_embeds=input_embeddings(model, ids), attention_mask=mask).logits[:, n:]
 
 
 # --- Answer log-probabilities (DPO, PPO) ---------------------------------------------------
@@ -373,7 +367,7 @@ def answer_token_outputs(model, prompts: Sequence[Sequence[int]], responses: Seq
     shared_prefix: each prompt encoded once with its answers on its KV cache
     (encode_shared_prefix); else each answer with its own copy of the prompt. The two agree up
     to float rounding (a test holds them equal)."""
-    base = _unwrap(model)
+    base = base_transformer(model)
     backbone, lm_head = _backbone(model), base.get_output_embeddings()
     device = next(model.parameters()).device
     if shared_prefix:

@@ -47,6 +47,7 @@ from training.ml.ppo_losses import (
     whiten,
 )
 from training.ml.sampling import derive_seed
+from training.ml.soft_prompt import base_transformer
 from training.ml.winrate import PolicyPrompt, sample_answers
 
 SAMPLES_LOGGED = 3  # sample answers with their rewards in a rollout's first step's metrics
@@ -65,7 +66,7 @@ ReferenceFn = Callable[[Sequence[Sequence[int]], Sequence[Sequence[int]]], torch
 def attach_value_head(model, *, seed: int) -> torch.nn.Module:
     """A scalar value head on the policy's last hidden state, trainable, starting at 0 (so the
     first advantages are the rewards themselves). Kept as `model.value_head`."""
-    hidden = model.config.hidden_size if hasattr(model, "config") else model.get_base_model().config.hidden_size
+    hidden = base_transformer(model).config.hidden_size
     torch.manual_seed(seed)
     head = torch.nn.Linear(hidden, 1)
     torch.nn.init.zeros_(head.weight)

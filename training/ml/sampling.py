@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from training.ml import prompting
-from training.ml.soft_prompt import input_embeddings, is_soft_prompt, with_soft_prompt
+from training.ml.soft_prompt import base_transformer, input_embeddings, is_soft_prompt, with_soft_prompt
 
 # The prompt templates live with the one prompt renderer (training.ml.prompting).
 PROMPT_TEMPLATES = prompting.PROMPT_TEMPLATES
@@ -242,7 +242,7 @@ def sample_batch(model, requests: Sequence[SampleRequest], *, pad_id: int, stop_
     device = next(model.parameters()).device
     n = len(requests)
     soft = is_soft_prompt(model)
-    lm = model.get_base_model() if soft else model  # the transformer under peft's wrapper
+    lm = base_transformer(model) if soft else model  # the transformer under peft's wrapper
 
     def forward(ids, **kwargs):
         if soft:

@@ -25,6 +25,12 @@ def _peft(model):
     return getattr(model, "module", model)  # DistributedDataParallel
 
 
+def base_transformer(model):
+    """The transformers model under the DistributedDataParallel and peft wrappers."""
+    peft = _peft(model)
+    return peft.get_base_model() if hasattr(peft, "get_base_model") else peft
+
+
 def is_soft_prompt(model) -> bool:
     """Whether `model` is a peft model whose active adapter is a soft prompt."""
     config = getattr(_peft(model), "active_peft_config", None)
@@ -53,9 +59,7 @@ def with_soft_prompt(model, rows: Sequence[Sequence[int]]) -> list[tuple[int, ..
 def input_embeddings(model, ids: torch.Tensor) -> torch.Tensor:
     """(…, H) embeddings of `ids` (…): the model's word embeddings, and for the virtual ids the
     soft prompt's vectors (with their gradient when it trains)."""
-    peft = _peft(model)
-    base = peft.get_base_model() if hasattr(peft, "get_base_model") else peft
-    words = base.get_input_embeddings()
+    words = base_transformer(model).get_input_embeddings()
     n = soft_prompt_length(model)
     if not n:
         return words(ids)
@@ -63,7 +67,7 @@ def input_embeddings(model, ids: torch.Tensor) -> torch.Tensor:
     embeddings = words(ids.clamp(min=0))
     if not virtual.any():
         return embeddings  # decoding steps after the prompt
-    prompt = peft.get_prompt(batch_size=1)[0].to(embeddings.dtype)  # (N, H)
+    prompt = _peft(model).get_prompt(batch_size=1)[0].to(embeddings.dtype)  # (N, H)
     slot = (-ids - 1).clamp(min=0, max=n - 1)  # (…) which virtual token
     return torch.where(virtual.unsqueeze(-1), prompt[slot], embeddings)
 
