@@ -18,13 +18,16 @@ if str(ROOT) not in sys.path:
 
 def setup_django(data_dir: str) -> None:
     """Django on a private SQLite database under `data_dir`: the user's DATABASE_URL and data
-    directory are left alone. The model store stays the user's (where the default model is
-    converted once), so its location is fixed before STUDIO_DATA_DIR moves."""
+    directory are left alone. The bench's model store is `data_dir`/models too (its runs are
+    numbered from 1 and would overwrite the user's trained models), with the user's converted
+    default model linked into it, so it is converted once for both."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     user_data = Path(os.environ.get("STUDIO_DATA_DIR", ROOT / "var"))
-    os.environ.setdefault("STUDIO_MODEL_DIR", str(user_data / "models"))
+    user_models = Path(os.environ.get("STUDIO_MODEL_DIR", user_data / "models"))
+    bench_models = Path(data_dir) / "models"
+    os.environ["STUDIO_MODEL_DIR"] = str(bench_models)
     os.environ["STUDIO_DATA_DIR"] = data_dir
     os.environ["DATABASE_URL"] = f"sqlite:///{Path(data_dir) / 'bench.sqlite3'}"
     os.environ.setdefault("STUDIO_SECRET_KEY", "bench")
@@ -34,6 +37,12 @@ def setup_django(data_dir: str) -> None:
     import django
 
     django.setup()
+    from modelhub.default_model import DEFAULT_STORE_DIR
+
+    (user_models / DEFAULT_STORE_DIR).mkdir(parents=True, exist_ok=True)
+    bench_models.mkdir(parents=True, exist_ok=True)
+    if not (bench_models / DEFAULT_STORE_DIR).exists():
+        (bench_models / DEFAULT_STORE_DIR).symlink_to((user_models / DEFAULT_STORE_DIR).resolve())
 
 
 def import_and_snapshot(path: Path, format_name: str, *, needs: str = "prompts") -> tuple[list[dict], dict]:

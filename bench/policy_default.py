@@ -72,6 +72,10 @@ def main() -> None:
     parser.add_argument("--start", default="default", choices=["default", "sft"],
                         help="the policy's starting model: the default model (an instruction-tuned SFT model) or "
                              "an SFT run of ours on the snapshot")
+    parser.add_argument("--data", default="fgrlhf", choices=["fgrlhf", "dialogue"],
+                        help="fgrlhf: the `fgrlhf` import (questions with their passages, ~1,000-token prompts); "
+                             "dialogue: bench/reward_default.py's 1,500 multi-turn pairs built from the same "
+                             "human preferences, without passages (the `jsonl` import)")
     parser.add_argument("--data-dir", default="", help="keep the database and models here (reused next time)")
     parser.add_argument("--config", default="{}", help="the policy run's config overrides (JSON)")
     parser.add_argument("--sft-config", default="{}")
@@ -94,7 +98,14 @@ def main() -> None:
     if snapshot is None:
         from bench.common import import_and_snapshot
 
-        _, summary = import_and_snapshot(FGRLHF, "fgrlhf", needs="rankings")
+        if args.data == "dialogue":
+            from bench.reward_default import multi_turn_pairs
+
+            path = Path(data_dir) / "multi_turn_pairs.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in multi_turn_pairs(1500, seed=0)))
+            _, summary = import_and_snapshot(path, "jsonl", needs="rankings")
+        else:
+            _, summary = import_and_snapshot(FGRLHF, "fgrlhf", needs="rankings")
         snapshot = DatasetSnapshot.objects.get(sha256=summary["snapshot_sha256"])
     print(f"snapshot {snapshot.short_hash}: {snapshot.counts}", flush=True)
     base = default_model_ensure()
@@ -107,7 +118,7 @@ def main() -> None:
                                   reward_model=rm.model)
     win = policy.metrics.get("win_rate") or {}
     result = {
-        "kind": args.kind, "snapshot": snapshot.sha256, "counts": snapshot.counts, "device": policy.device,
+        "kind": args.kind, "data": args.data, "snapshot": snapshot.sha256, "counts": snapshot.counts, "device": policy.device,
         "cpu_count": os.cpu_count(),
         "start": start.name,
         "sft": {"run": sft.pk, "minutes": round(sft_seconds / 60, 1), "steps": sft.total_steps,

@@ -148,9 +148,12 @@ def test_a_ppo_run_learns_from_the_reward_model_and_registers_a_policy(marker, t
     run = runs.training_run_create(user=admin, kind="ppo", base_model=tiny_model, snapshot=snapshot,
                                    reward_model=judge.pk,
                                    config={"learning_rate": 3e-4, "rollout_prompts": 8, "minibatch_prompts": 4,
-                                           "max_new_tokens": 12, "win_rate_max_new_tokens": 12, "kl_bound": 100.0})
+                                           "max_prompts": 24, "max_new_tokens": 12, "win_rate_max_new_tokens": 12,
+                                           "kl_bound": 100.0})
     run = runs.training_run_execute(run_id=run.pk, worker="test:1")
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    # 24 of the training split's 34 prompts: 3 rollouts of 8, each trained on twice in mini-batches of 4
+    assert run.data_stats["train"]["prompts"] == 24 and run.total_steps == 3 * 2 * 2
     train_rows = list(TrainingMetric.objects.filter(run=run, split="train").order_by("step"))
     assert len(train_rows) == run.total_steps > 0
     first = train_rows[0].values

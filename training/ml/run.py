@@ -124,12 +124,12 @@ PPO_VALIDATION_PROMPTS = 16  # sampled at each evaluation of a PPO run (mean rew
 
 
 def _ppo_prompts(config, rows, tokenizer):
-    """(train prompts, validation prompts, stats) for PPO: every prompt of the training split is
-    answered by the policy; a few validation prompts measure it as it trains."""
+    """(train prompts, validation prompts, stats) for PPO: the training split's prompts (up to
+    max_prompts) are answered by the policy; a few validation prompts measure it as it trains."""
     from training.ml.winrate import policy_prompts
 
-    train = policy_prompts(rows(), tokenizer, split="train", limit=None, max_prompt_tokens=config.max_prompt_tokens,
-                           seed=config.seed)
+    train = policy_prompts(rows(), tokenizer, split="train", limit=config.max_prompts,
+                           max_prompt_tokens=config.max_prompt_tokens, seed=config.seed)
     validation = policy_prompts(rows(), tokenizer, split="validation", limit=PPO_VALIDATION_PROMPTS,
                                 max_prompt_tokens=config.max_prompt_tokens, seed=config.seed)
     if not train:
