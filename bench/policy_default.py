@@ -1,19 +1,23 @@
 """Benchmark: the InstructGPT loop with every default, as a user runs it in the product: import
 FineGrainedRLHF, snapshot it, train an SFT model and a reward model, then train a policy from the
-SFT model (DPO now) judged by that reward model, and report what the policy gained.
+SFT model (DPO, PPO or best-of-n) judged by that reward model, and report what the policy gained.
 
-    .venv/bin/python bench/policy_default.py [--kind dpo|ppo|best_of_n] [--start default|sft] [--data-dir DIR]
+    .venv/bin/python bench/policy_default.py [--kind dpo|ppo|best_of_n] [--start default|sft]
+        [--data fgrlhf|dialogue] [--data-dir DIR]
         [--config '{}'] [--sft-config '{}'] [--reward-config '{}'] [--json PATH]
 
 The claim it checks (issue "Training II"): with the default model and default configs on the
 2-core development machine, the policy beats the SFT model by the reward model's win rate on
 held-out prompts, with a 95% interval, next to the KL it cost, in under 30 minutes per run.
 
-Everything goes through the product in this process, on a private SQLite database in --data-dir
-(a temporary folder unless given): the `fgrlhf` import (questions with their passages, four
-answers, the human pairwise preferences as a ranking, the human-corrected answer as a
-demonstration), a default snapshot (10% of prompts validate), then training runs created with
-training.runs.training_run_create and executed as a worker would. With --data-dir, runs that
+Everything goes through the product in this process, on a private SQLite database and model
+store in --data-dir (a temporary folder unless given): the `fgrlhf` import (questions with their
+passages, four answers, the human pairwise preferences as a ranking, the human-corrected answer
+as a demonstration) or, with --data dialogue, bench/reward_default.py's 1,500 multi-turn
+Human/Assistant pairs built from the same human preferences without the passages (the `jsonl`
+import; prompts ~135 tokens instead of ~1,000, no demonstrations), a default snapshot (10% of
+prompts validate), then training runs created with training.runs.training_run_create and
+executed as a worker would. With --data-dir, runs that
 already succeeded there with the same kind and config are reused: the SFT model and reward model
 are trained once, and the policy can be trained again with another --config.
 
