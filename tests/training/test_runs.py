@@ -125,10 +125,14 @@ def test_a_dpo_run_judged_by_a_reward_model_reports_its_win_rate_on_its_page(mar
     judge = runs.training_run_execute(run_id=rm_run.pk, worker="test:1").model
     run = runs.training_run_create(user=admin, kind="dpo", base_model=tiny_model, snapshot=snapshot,
                                    reward_model=judge.pk, config={"learning_rate": 3e-3, "beta": 0.5, "epochs": 3,
-                                                                  "prompts_per_step": 4, "win_rate_max_new_tokens": 16})
+                                                                  "prompts_per_step": 4, "max_prompts": 24,
+                                                                  "win_rate_max_new_tokens": 16})
     assert run.reward_model == judge
     run = runs.training_run_execute(run_id=run.pk, worker="test:1")
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    # 24 of the training split's 34 ranked prompts (a seeded sample), 3 epochs of 6 steps of 4
+    train = run.data_stats["train"]
+    assert (train["examples_available"], train["examples"], run.total_steps) == (34, 24, 3 * 6)
     result = run.metrics["win_rate"]
     assert result["prompts"] == run.data_stats["validation"]["prompts"] > 0  # every held-out prompt
     assert run.metrics["win_rate/win_rate"] == result["win_rate"] and len(result["win_rate_ci"]) == 2

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from training.ml import data as D
-from training.ml.config import (BestOfNConfig, PPOConfig, PreferenceConfig, RewardConfig, SFTConfig, TrainConfig,
-                                config_from_dict)
+from training.ml.config import (BestOfNConfig, DPOConfig, PPOConfig, PreferenceConfig, RewardConfig, SFTConfig,
+                                TrainConfig, config_from_dict)
 from training.ml.models import (
     add_lora,
     freeze_lower_layers,
@@ -106,6 +106,11 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
     train_examples, train_stats = make("train")
     validation, validation_stats = make("validation")
     stats = {"train": train_stats.as_dict(), "validation": validation_stats.as_dict(), "held_out": True}
+    limit = config.max_prompts if isinstance(config, DPOConfig) else None
+    if limit is not None and len(train_examples) > limit:
+        train_examples = sorted(random.Random(config.seed).sample(train_examples, limit), key=lambda g: g.prompt_id)
+        stats["train"].update(examples_available=stats["train"]["examples"], examples=len(train_examples),
+                              pairs=sum(len(g.pairs) for g in train_examples))
     if not train_examples and validation:
         # A few labels that all fell in the validation split (the split is by prompt, for every
         # kind at once): train on them rather than refuse, and hold nothing out, so that no
