@@ -48,7 +48,8 @@ KEY_METRICS = {
 # The latest-metrics table's groups, in order, by the metric's prefix ("validation/accuracy").
 GROUPS = {"train": "Train", "validation": "Validation", "win_rate": "Win rate (held-out prompts)"}
 # What the data table shows of data_stats[split], in order.
-DATA_ROWS = [("prompts", "Prompts"), ("examples", "Examples"), ("pairs", "Ranked pairs"),
+DATA_ROWS = [("prompts", "Prompts"), ("examples_available", "Examples before max_prompts"), ("examples", "Examples"),
+             ("pairs", "Ranked pairs"),
              ("truncated_prompts", "Truncated prompts"), ("truncated_responses", "Truncated answers"),
              ("identical_pairs", "Identical pairs"), ("skipped_prompts", "Skipped prompts")]
 

@@ -141,7 +141,7 @@ def test_a_dpo_run_judged_by_a_reward_model_reports_its_win_rate_on_its_page(mar
     client.force_login(admin)
     html = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert f"Win rate over {tiny_model.name}" in html and "bootstrap over prompts" in html
-    assert "Where the policy gained and lost most" in html
+    assert "Where the policy gained and lost most" in html and "Examples before max_prompts" in html
 
 
 def test_a_ppo_run_learns_from_the_reward_model_and_registers_a_policy(marker, tiny_model, published, client):
