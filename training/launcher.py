@@ -111,6 +111,8 @@ def run_in_processes(run, spec: RunSpec, snapshot_path: Path, processes: int, ho
                     hooks.evaluate(event["metrics"])
                 elif kind == "checkpoint":
                     hooks.checkpoint(event["step"], Path(event["path"]))
+                elif kind == "say":
+                    hooks.say(event["line"])
                 elif kind == "process":
                     pids[event["rank"]] = event["pid"]
                 elif kind == "done":

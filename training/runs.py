@@ -189,6 +189,10 @@ class _RunHooks:
     def _say(self, line: str) -> None:
         self.lines.append(f"{time.strftime('%H:%M:%S')} {line}")
 
+    def say(self, line: str) -> None:
+        self._say(line)
+        self.beat(force=True, log_tail="\n".join(self.lines))
+
     def progress(self, step: int, total: int) -> None:
         if total and total != self.run.total_steps:
             self.beat(force=True, total_steps=total)
@@ -302,7 +306,8 @@ def _run_body(run: TrainingRun) -> None:
                    reward_model_adapter_of=str(judge_adapter_of) if judge_adapter_of else None)
     from training.ml.trainer import Hooks
 
-    run_hooks = Hooks(log=hooks.log, evaluate=hooks.evaluate, checkpoint=hooks.checkpoint, progress=hooks.progress)
+    run_hooks = Hooks(log=hooks.log, evaluate=hooks.evaluate, checkpoint=hooks.checkpoint, progress=hooks.progress,
+                      say=hooks.say)
     processes = int(getattr(settings, "STUDIO_TRAINING_PROCESSES", 1) or 1)
     try:
         if processes > 1:  # `accelerate launch` processes (training.launcher), their events replayed into the hooks

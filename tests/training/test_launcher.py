@@ -56,6 +56,7 @@ def test_a_reward_run_in_two_processes_trains_registers_and_evaluates(marker, ti
     assert run.metrics["validation/accuracy"] >= 0.9 and "train/loss" in run.metrics
     assert run.data_stats["train"]["examples"] + run.data_stats["validation"]["examples"] == 40
     assert "validation at step" in run.log_tail and "checkpoint saved at step 5" in run.log_tail
+    assert "normalising: scoring" in run.log_tail  # a line the training processes sent as an event
     assert "x2 processes" in run.device and run.heartbeat_at is not None
 
     model = run.model

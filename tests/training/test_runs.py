@@ -138,6 +138,10 @@ def test_a_dpo_run_judged_by_a_reward_model_reports_its_win_rate_on_its_page(mar
     assert run.metrics["win_rate/win_rate"] == result["win_rate"] and len(result["win_rate_ci"]) == 2
     assert run.model.metrics["win_rate/kl"] == result["kl"]  # registered with the model
     assert "win rate over the starting model, judged by" in run.log_tail
+    # the phases without optimizer steps say what they do, in order
+    log = run.log_tail
+    assert 0 < log.index("the reference's log-probabilities of the answers of 24 training") < log.index("step 1/18")
+    assert log.index("step 18/18") < log.index("win rate: the policy and the model it started from answer")
     client.force_login(admin)
     html = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert f"Win rate over {tiny_model.name}" in html and "bootstrap over prompts" in html
@@ -192,6 +196,7 @@ def test_a_best_of_n_run_fine_tunes_on_the_kept_answers_and_lists_them(marker, t
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     kept = run.data_stats["best_of_n"]
     assert kept["prompts"] == 10 and len(kept["kept"]) == 10 and run.data_stats["train"]["examples"] == 10
+    assert "sampling 3 answers to each of 10 training prompts" in run.log_tail
     assert run.model.kind == ModelArtifact.Kind.BEST_OF_N and run.model.parent == tiny_model
     assert "win_rate/win_rate" in run.metrics
     client.force_login(admin)

@@ -137,7 +137,7 @@ def _hooks(events: EventWriter, is_main: bool):
     return Hooks(log=lambda record: events.write("log", record=record),
                  evaluate=lambda metrics: events.write("evaluate", metrics=metrics),
                  checkpoint=lambda step, path: events.write("checkpoint", step=step, path=str(path)),
-                 progress=events.progress)
+                 progress=events.progress, say=lambda line: events.write("say", line=line))
 
 
 def output_as_json(out, *, processes: int) -> dict:

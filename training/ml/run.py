@@ -202,6 +202,8 @@ def _best_of_n_examples(model, spec: RunSpec, config, tokenizer, prompts, *, jud
 
     score = _reward_fn(judge, max_length=config.max_length, max_response_tokens=config.max_new_tokens + 1,
                        kind="best-of-n")
+    hooks.say(f"sampling {config.n} answers to each of {len(prompts)} training prompts and scoring them with "
+              "the reward model (no optimizer steps until it is done)")
     candidates = sample_candidates(model, tokenizer, prompts, config, score=score,
                                    cache=Path(spec.checkpoint_dir) / SAMPLES_FILE,
                                    heartbeat=lambda: hooks.progress(0, 0))
@@ -309,6 +311,8 @@ def _dpo_references(model, train_groups, validation, *, config, checkpoint_dir: 
     options = dict(kwargs, tokens_per_microbatch=config.tokens_per_microbatch,
                    shared_prefix=config.share_prompt_prefix, progress=lambda: hooks.progress(0, 0))
     out = []
+    hooks.say(f"the reference's log-probabilities of the answers of {len(train_groups)} training and "
+              f"{len(validation)} validation prompts, computed once before the first step")
     for name, groups in (("train", train_groups), ("validation", validation)):
         path = checkpoint_dir / f"{name}-{REFERENCE_FILE}"
         reference = load_reference(path, groups) if is_main else None
@@ -351,6 +355,8 @@ def _win_rate(policy, config, rows, tokenizer, *, judge: _Judge, base: Path, ada
                              max_prompt_tokens=prompt_tokens)
     if not prompts:
         return {"prompts": 0, "note": "no held-out prompts to sample"}
+    hooks.say(f"win rate: the policy and the model it started from answer {len(prompts)} held-out prompts, "
+              "judged by the reward model")
     reference = load_causal_lm_for_training(base, adapter_of=adapter_of).to(device)
     reward_model, reward_tokenizer = judge.load("policy")
     hooks.progress(0, 0)
@@ -446,6 +452,7 @@ def run_training(spec: RunSpec, rows: Callable[[], Iterable[dict]], *, hooks: Ho
                               max_response_tokens=config.max_response_tokens)
         if len(best) > config.normalize_answers:
             best = random.Random(config.seed).sample(best, config.normalize_answers)
+        hooks.say(f"normalising: scoring {len(best)} of the training split's best answers, whose mean becomes 0")
         if several:
             mean, std, count = _shared_reward_offset(model, best, accelerator, pad_id=pad_id, device=device,
                                                      precision=precision,

@@ -65,6 +65,9 @@ class Hooks:
     checkpoint: Callable[[int, Path], None] = _noop
     # Called often (every micro-batch, while preparing): (step, total steps). Heartbeats, cancel.
     progress: Callable[[int, int], None] = _noop
+    # A line for the run's log when a phase without optimizer steps starts (sampling, the
+    # reference pass, the win rate), so that a run at step 0 for minutes says what it is doing.
+    say: Callable[[str], None] = _noop
 
 
 class Task(Protocol):
