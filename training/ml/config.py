@@ -263,9 +263,9 @@ class DPOConfig(PreferenceConfig, PolicyConfig):
     # Conservative DPO (sigmoid only): the share of pairs assumed mislabelled; 0 trusts every label.
     label_smoothing: float = 0.0
     # Ranked training prompts learnt from (a sample seeded by `seed` when the snapshot has more;
-    # null: all). A step of 8 prompts takes ~7-11 s on the 2-core CPU with the default model and
-    # the reference is computed once for every prompt, so 640 keeps a run of the default config
-    # within half an hour; raise it (or null) on a GPU.
+    # null: all). With 640, a default run on ~135-token prompts took 39 min on a 2-core AMD CPU
+    # (the reference pass 14 min, 80 steps of ~13 s 18 min): not yet the half hour aimed at.
+    # Raise it (or null) on a GPU.
     max_prompts: int | None = 640
 
     def __post_init__(self):
