@@ -249,6 +249,14 @@ def best_answers(rows: Iterable[dict], tokenizer, *, split: str, max_length: int
 
 # --- Batch plans ------------------------------------------------------------------------------
 
+def seeded_subset(items: Sequence, limit: int | None, *, seed: int) -> list:
+    """Up to `limit` of `items` (each with a `prompt_id`): all of them when there are no more, else
+    a sample seeded by `seed`, in prompt order. How every policy kind caps its training prompts."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    return sorted(random.Random(seed).sample(list(items), limit), key=lambda item: item.prompt_id)
+
+
 def epoch_order(n: int, *, seed: int, epoch: int) -> list[int]:
     """A permutation of range(n) that depends only on (seed, epoch): a resumed run sees the
     same order as an uninterrupted one."""

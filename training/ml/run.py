@@ -108,7 +108,7 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
     stats = {"train": train_stats.as_dict(), "validation": validation_stats.as_dict(), "held_out": True}
     limit = config.max_prompts if isinstance(config, DPOConfig) else None
     if limit is not None and len(train_examples) > limit:
-        train_examples = sorted(random.Random(config.seed).sample(train_examples, limit), key=lambda g: g.prompt_id)
+        train_examples = D.seeded_subset(train_examples, limit, seed=config.seed)
         stats["train"].update(examples_available=stats["train"]["examples"], examples=len(train_examples),
                               pairs=sum(len(g.pairs) for g in train_examples))
     if not train_examples and validation:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.ml.data import cap_response, fit_prompt, split_chats
+from training.ml.data import cap_response, fit_prompt, seeded_subset, split_chats
 from training.ml.evaluation import accuracy_with_interval
 from training.ml.models import answer_logprobs
 from training.ml.prompting import encode_response
@@ -40,15 +40,11 @@ def policy_prompts(rows: Iterable[dict], tokenizer, *, split: str = "validation"
                    max_prompt_tokens: int, seed: int = 0) -> list[PolicyPrompt]:
     """The prompts of `split` a policy answers (up to `limit`: a sample seeded by `seed` when
     there are more), each cut from the left to `max_prompt_tokens`."""
-    import random
-
     prompts = []
     for row, chat in split_chats(rows, split):
         ids, _ = fit_prompt(tokenizer, chat, max_prompt_tokens)
         prompts.append(PolicyPrompt(prompt_id=row["prompt_id"], chat=tuple(chat), input_ids=tuple(ids)))
-    if limit is not None and len(prompts) > limit:
-        prompts = sorted(random.Random(seed).sample(prompts, limit), key=lambda p: p.prompt_id)
-    return prompts
+    return seeded_subset(prompts, limit, seed=seed)
 
 
 def sample_answers(model, tokenizer, prompts: Sequence[PolicyPrompt], *, seed: int, max_new_tokens: int,
