@@ -210,7 +210,9 @@ class PPOTask:
         if c.reward_clip:
             scores = scores.clamp(-c.reward_clip, c.reward_clip)
         kl_coef = self.controller.value
-        rewards, kl = per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_coef=kl_coef)
+        # Every process rolls out the whole rollout, so each subtracts the same mean.
+        baselined = scores - scores.mean() if c.center_scores and len(scores) > 1 else scores
+        rewards, kl = per_token_rewards(baselined, logprobs, ref_logprobs, mask, kl_coef=kl_coef)
         advantages, returns = gae(rewards, values, mask, gamma=c.gamma, lam=c.lam)
         advantages = whiten(advantages, mask)
         kl_per_answer = kl.sum(dim=1)

@@ -136,3 +136,30 @@ def test_a_rollout_far_from_the_first_rollouts_length_raises_the_drift_alarm(tin
     later = task.roll_out(model, (0, 1), list(range(8, 16)))
     assert later.metrics["length_drift_sum"] == pytest.approx(0.25, rel=0.2)
     assert "answer length drifted to" in later.metrics["alarm"] and "rewarding length" in later.metrics["alarm"]
+
+
+def test_a_score_every_answer_gets_teaches_nothing(tiny_model_dir):
+    """A reward model's scores are not centred: part of every score is a constant that says
+    nothing about the answer. The value head starts at 0 and learns at the policy's learning
+    rate, far too slowly to absorb it, so uncentred it landed on each answer's last token and
+    whitening made every answer's end look better than its start (a default PPO run halved its
+    answers' length while its reward fell). Centred on the rollout's mean, a constant score
+    leaves every advantage at 0."""
+    from training.ml.ppo_losses import last_positions
+
+    def constant_rollout(overrides):
+        model, task, _ = ppo_setup(tiny_model_dir, {"kl_coef": 0.0, "adaptive_kl": False, **overrides})
+        task.reward_fn = lambda prompts, texts: [5.0] * len(texts)
+        return task.roll_out(model, (0, 0), list(range(8)))
+
+    centred = constant_rollout({})
+    assert centred.advantages.abs().max() < 1e-6
+    assert centred.metrics["reward_sum"] == pytest.approx(5.0 * 8)  # the logged reward is the score itself
+
+    uncentred = constant_rollout({"center_scores": False})
+    rows = torch.arange(uncentred.mask.shape[0])
+    ends = uncentred.advantages[rows, last_positions(uncentred.mask)]
+    starts = uncentred.advantages[:, 0]
+    long_answers = uncentred.mask.sum(dim=1) > 4
+    assert long_answers.any()
+    assert (ends[long_answers] > starts[long_answers] + 0.5).all()  # the ending "earns" the constant
