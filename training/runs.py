@@ -223,7 +223,8 @@ class _RunHooks:
                                                 step=metrics["step"], defaults={"values": metrics})
         shown = {k: v for k, v in metrics.items() if k.startswith("validation/") and isinstance(v, (int, float))}
         self._say("validation at step {}: {}".format(
-            metrics["step"], ", ".join(f"{k.removeprefix('validation/')} {v:.4g}" for k, v in shown.items())))
+            metrics["step"], ", ".join(f"{k.removeprefix('validation/')} {v:.4g}" for k, v in shown.items())
+            or "nothing to validate on (the snapshot's validation split holds no examples of this kind)"))
         self.beat(force=True, metrics={**run.metrics, **{k: v for k, v in metrics.items() if k.startswith("validation/")}},
                   log_tail="\n".join(self.lines))
 

@@ -204,6 +204,22 @@ def test_a_best_of_n_run_fine_tunes_on_the_kept_answers_and_lists_them(marker, t
     assert "Kept answers" in html and "answered 10 training prompts 3 times each" in html
 
 
+def test_a_validation_with_nothing_to_validate_on_says_so_in_the_log(marker, tiny_model):
+    """A best-of-n run on a snapshot without held-out demonstrations validates on nothing: its
+    log said "validation at step 32: " and stopped there."""
+    from collections import deque
+
+    project, snapshot, admin = marker
+    run = runs.training_run_create(user=admin, kind="sft", base_model=tiny_model, snapshot=snapshot, config={})
+    hooks = runs._RunHooks(run, deque())
+    hooks.evaluate({"step": 32})
+    hooks.evaluate({"step": 33, "validation/loss": 1.25})
+    first, second = hooks.lines
+    assert first.endswith("validation at step 32: nothing to validate on (the snapshot's validation split holds "
+                          "no examples of this kind)")
+    assert second.endswith("validation at step 33: loss 1.25")
+
+
 def test_a_dpo_run_refuses_a_wrong_judge_and_bad_settings(marker, tiny_model, published):
     from modelhub.registry import model_register
     from tests.factories import ProjectFactory
