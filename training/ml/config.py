@@ -265,9 +265,9 @@ class DPOConfig(PreferenceConfig, PolicyConfig):
     # Conservative DPO (sigmoid only): the share of pairs assumed mislabelled; 0 trusts every label.
     label_smoothing: float = 0.0
     # Ranked training prompts learnt from (a sample seeded by `seed` when the snapshot has more;
-    # null: all). With 640, a default run on ~135-token prompts took 39 min on a 2-core AMD CPU
-    # (the reference pass 14 min, 80 steps of ~13 s 18 min): not yet the half hour aimed at.
-    # Raise it (or null) on a GPU.
+    # null: all). With 640, a run on ~135-token prompts took 24 min on the 2-core Xeon (the
+    # reference pass 7 min, 80 steps of ~9 s 12 min, judged on 64 prompts; 200 add ~4.6 min)
+    # and 39 min on a 2-core AMD CPU. Raise it (or null) on a GPU.
     max_prompts: int | None = 640
 
     def __post_init__(self):
