@@ -297,7 +297,7 @@ class PPOConfig(PolicyConfig):
     ppo_epochs: int = 2
     # New tokens per sampled answer. As long as the win rate's answers (win_rate_max_new_tokens):
     # at 64, answers cut short scored lower, and the policy learnt to stop early rather than to
-    # answer better (its answers shrank from 51 to 44 tokens, 56% to ~85% ending on their own).
+    # answer better (its answers shrank from 51 to ~44 tokens, 56% to ~80% ending on their own).
     max_new_tokens: int = 128
     # Sampling temperature of the rollouts. 1.0 samples the policy itself, which the PPO ratio and
     # the KL estimate assume; other values bias both.
@@ -344,7 +344,7 @@ class PPOConfig(PolicyConfig):
     # starts at 0 and learns at the policy's learning rate, far too slowly to learn their mean. An
     # uncentred mean lands on each answer's last token, and whitening then makes every answer's
     # end look better than its start: with it, a default PPO run on the dialogue set shortened its
-    # answers from 70 to 35 tokens while its reward fell (docs/training.md). The logged reward
+    # answers from 70 to 32-51 tokens while its reward fell (docs/training.md). The logged reward
     # stays the uncentred score.
     center_scores: bool = True
     # PPO-ptx (InstructGPT eq. 2): add ptx_coef times the LM loss on the snapshot's
