@@ -106,9 +106,10 @@ def build_examples(kind: str, config: TrainConfig, rows: Callable[[], Iterable[d
     train_examples, train_stats = make("train")
     validation, validation_stats = make("validation")
     stats = {"train": train_stats.as_dict(), "validation": validation_stats.as_dict(), "held_out": True}
-    limit = config.max_prompts if isinstance(config, DPOConfig) else None
-    if limit is not None and len(train_examples) > limit:
-        train_examples = D.seeded_subset(train_examples, limit, seed=config.seed)
+    kept = D.seeded_subset(train_examples, config.max_prompts if isinstance(config, DPOConfig) else None,
+                           seed=config.seed)
+    if len(kept) < len(train_examples):
+        train_examples = kept
         stats["train"].update(examples_available=stats["train"]["examples"], examples=len(train_examples),
                               pairs=sum(len(g.pairs) for g in train_examples))
     if not train_examples and validation:
